@@ -1,0 +1,73 @@
+"""Starting and stopping the cluster this process owns: Ray (in-process or joined) and the Serve app.
+
+`LocalCluster` only ever stops what it started: an in-process Ray is shut down with the driver,
+a joined cluster is left running with only this application deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from pdserve.config import ClusterConfig
+
+logger = logging.getLogger("pdserve.cluster")
+
+
+@dataclass
+class LocalCluster:
+    config: ClusterConfig
+    grpc_address: str = ""
+    started_ray: bool = False
+
+    def start(self) -> "LocalCluster":
+        import ray
+        from ray import serve
+
+        from pdserve.app import build_app
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if self.config.model.source.startswith("embedded:"):
+            from pdserve.embedded_model import ensure_model
+
+            ensure_model()
+        if not ray.is_initialized():
+            if self.config.ray.address:
+                ray.init(address=self.config.ray.address, logging_level=logging.WARNING)
+            else:
+                ray.init(
+                    _node_ip_address=self.config.ray.node_ip,
+                    num_cpus=self.config.ray.num_cpus,
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=self.config.ray.log_to_driver,
+                )
+                self.started_ray = True
+        serve.start(http_options={"host": self.config.router.host, "port": self.config.router.http_port})
+        started = time.monotonic()
+        handle = serve.run(build_app(self.config), name=self.config.name, route_prefix=None)
+        self.grpc_address = handle.ready.remote().result(timeout_s=60)
+        logger.info("cluster %s serving on %s after %.0f s", self.config.name, self.grpc_address, time.monotonic() - started)
+        return self
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        if not ray.is_initialized():
+            return
+        try:
+            serve.delete(self.config.name)
+            if self.started_ray:
+                serve.shutdown()
+        finally:
+            if self.started_ray:
+                ray.shutdown()
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

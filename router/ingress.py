@@ -1,0 +1,161 @@
+"""The router's gRPC ingress: a Ray Serve replica that serves `pdserve.v1.Inference` itself.
+
+Why not Serve's own gRPC proxy: in Ray 2.60 it binds `[::]:<port>` with no host option
+(ray/serve/_private/grpc_util.py), and this product binds every server to the address the
+operator names. Each router replica runs a `grpc.aio` server on `router.host:router.grpc_port`
+with SO_REUSEPORT, so replicas on one node share the port and the kernel spreads connections.
+The replica also serves the standard `grpc.health.v1.Health` service.
+
+Per request: check -> admit -> tokenize -> RequestPath.generate -> stream; the typed errors of the
+core become status codes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from ray import serve
+
+from pdserve.config import ClusterConfig
+from pdserve.v1 import inference_pb2, inference_pb2_grpc
+from router.errors import Overloaded, RequestError
+from router.request_path import PathSettings, RequestPath
+from router.tokenization import PromptTokenizer
+from router.validation import (
+    Limits,
+    ValidatedRequest,
+    check_prompt_length,
+    check_request,
+    request_id_for,
+    sampling_spec,
+)
+
+logger = logging.getLogger("pdserve.router")
+SERVICE_NAME = "pdserve.v1.Inference"
+
+
+class Router(inference_pb2_grpc.InferenceServicer):
+    async def __init__(self, config: dict, prefill_handle, decode_handle):
+        self.config = ClusterConfig.model_validate(config)
+        self.limits = Limits(
+            max_prompt_tokens=self.config.max_prompt_tokens,
+            max_output_tokens=self.config.router.max_output_tokens,
+            max_model_len=self.config.model.max_model_len,
+        )
+        self.tokenizer = PromptTokenizer(self.config.model.resolved_path())
+        self.path = RequestPath(
+            prefill_handle,
+            decode_handle,
+            PathSettings(min_disaggregated_prompt_tokens=self.config.router.min_disaggregated_prompt_tokens),
+        )
+        self.in_flight = 0
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.server = await self._start_server()
+        self._health_task = asyncio.get_running_loop().create_task(self._watch_pools())
+
+    async def _start_server(self) -> grpc.aio.Server:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+        inference_pb2_grpc.add_InferenceServicer_to_server(self, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        address = f"{self.config.router.host}:{self.config.router.grpc_port}"
+        if server.add_insecure_port(address) == 0:
+            raise RuntimeError(f"router could not bind {address}")
+        await server.start()
+        logger.info("router serving %s on %s", SERVICE_NAME, address)
+        return server
+
+    # --- pdserve.v1.Inference -------------------------------------------------------------------
+
+    async def Generate(self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
+        try:
+            validated = self._validate(request)
+            with self._admitted():
+                async for response in self.path.generate(validated):
+                    await context.write(response)
+        except RequestError as exc:
+            await context.abort(exc.grpc_code, str(exc))
+        except asyncio.CancelledError:
+            logger.info("request %s cancelled by the client", request.request_id or "(unnamed)")
+            raise
+
+    async def Health(self, request, context) -> inference_pb2.HealthResponse:
+        pools = self._pool_health()
+        serving = all(p.healthy_replicas > 0 for p in pools)
+        return inference_pb2.HealthResponse(
+            status=inference_pb2.HealthResponse.SERVING if serving else inference_pb2.HealthResponse.NOT_SERVING,
+            model=self.config.model.served_name,
+            pools=pools,
+        )
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    def _validate(self, request: inference_pb2.GenerateRequest) -> ValidatedRequest:
+        check_request(request, self.limits)
+        token_ids = self.tokenizer.encode(request)
+        check_prompt_length(len(token_ids), request.max_tokens, self.limits)
+        return ValidatedRequest(
+            request_id=request_id_for(request),
+            prompt_token_ids=token_ids,
+            sampling=sampling_spec(request),
+            tenant=request.tenant,
+            priority=request.priority,
+            chat=request.WhichOneof("input") == "chat",
+        )
+
+    def _admitted(self):
+        router = self
+
+        class _Slot:
+            def __enter__(self):
+                if router.in_flight >= router.config.router.max_ongoing_requests:
+                    raise Overloaded(
+                        f"router is at its limit of {router.config.router.max_ongoing_requests} concurrent requests"
+                    )
+                router.in_flight += 1
+
+            def __exit__(self, *exc):
+                router.in_flight -= 1
+
+        return _Slot()
+
+    def _pool_health(self) -> list[inference_pb2.PoolHealth]:
+        app = serve.status().applications.get(self.config.name)
+        pools = []
+        for pool, deployment, spec in (
+            ("prefill", "PrefillServer", self.config.prefill),
+            ("decode", "DecodeServer", self.config.decode),
+        ):
+            status = app.deployments.get(deployment) if app else None
+            running = status.replica_states.get("RUNNING", 0) if status else 0
+            target = spec.autoscaling.min_replicas if spec.autoscaling else spec.replicas
+            pools.append(inference_pb2.PoolHealth(pool=pool, healthy_replicas=running, target_replicas=target))
+        return pools
+
+    async def _watch_pools(self) -> None:
+        """Keep grpc.health.v1 in step with the pools (a load balancer's readiness probe reads it)."""
+        while True:
+            try:
+                serving = all(p.healthy_replicas > 0 for p in await asyncio.to_thread(self._pool_health))
+            except Exception:  # the controller can be briefly unreachable; report not serving meanwhile
+                serving = False
+            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                await _maybe_await(self.health.set(name, status))
+            await asyncio.sleep(2.0)
+
+    # --- Serve hooks ----------------------------------------------------------------------------
+
+    async def ready(self) -> str:
+        return f"{self.config.router.host}:{self.config.router.grpc_port}"
+
+    async def __del__(self):
+        if getattr(self, "server", None) is not None:
+            await self.server.stop(grace=5)
+
+
+async def _maybe_await(value):
+    if asyncio.iscoroutine(value):
+        await value

@@ -23,6 +23,7 @@ from kv_transfer.handoff import decode_params
 from pdserve.config import ClusterConfig
 from pdserve.engine import sampling_params, start_engine
 from pdserve.v1 import handoff_pb2
+from router.replica_reporting import ReplicaReporting
 from prefill_service.deployment import _replica_name
 
 logger = logging.getLogger("pdserve.decode")
@@ -41,10 +42,12 @@ class DecodeChunk:
 
 
 class DecodeServer:
-    def __init__(self, config: dict):
+    async def __init__(self, config: dict):
         self.config = ClusterConfig.model_validate(config)
         self.replica_id = _replica_name("decode")
         self.engine = start_engine(self.config, self.config.decode, "kv_consumer", self.replica_id)
+        self.reporting = ReplicaReporting(self.config, "decode", self.replica_id, self.engine.events_endpoint, self.engine.live_figures)
+        await self.reporting.start()
         self.first_token_mismatches = 0
         logger.info("decode engine %s ready, side channel port %d", self.engine.engine_id, self.engine.side_channel_port)
 
@@ -86,7 +89,10 @@ class DecodeServer:
     async def holds_no_kv_blocks(self) -> bool:
         return await self.engine.holds_no_kv_blocks()
 
-    def __del__(self):
+    async def __del__(self):
+        reporting = getattr(self, "reporting", None)
+        if reporting is not None:
+            await reporting.stop()
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()

@@ -14,7 +14,7 @@ from router.replica_picking import PolicyRequestRouter
 ROUTING_STATS_PERIOD_S = 1.0
 
 
-def _pool_options(config: ClusterConfig, pool: PoolSpec, policy: str) -> dict:
+def _pool_options(config: ClusterConfig, pool: PoolSpec, fallback_policy: str = "round_robin") -> dict:
     actor_options = {"num_cpus": pool.resources.num_cpus, "num_gpus": pool.resources.num_gpus}
     if pool.resources.accelerator_type:
         actor_options["accelerator_type"] = pool.resources.accelerator_type
@@ -28,7 +28,7 @@ def _pool_options(config: ClusterConfig, pool: PoolSpec, policy: str) -> dict:
         "graceful_shutdown_timeout_s": 10,
         "request_router_config": RequestRouterConfig(
             request_router_class=PolicyRequestRouter,
-            request_router_kwargs={"policy": policy},
+            request_router_kwargs={"policy": fallback_policy},
             request_routing_stats_period_s=ROUTING_STATS_PERIOD_S,
         ),
     }
@@ -46,10 +46,10 @@ def _pool_options(config: ClusterConfig, pool: PoolSpec, policy: str) -> dict:
 def build_app(config: ClusterConfig):
     raw = config.model_dump(mode="json")
     prefill = serve.deployment(PrefillServer).options(
-        **_pool_options(config, config.prefill, config.router.prefill_policy)
+        **_pool_options(config, config.prefill)
     ).bind(raw)
     decode = serve.deployment(DecodeServer).options(
-        **_pool_options(config, config.decode, config.router.decode_policy)
+        **_pool_options(config, config.decode)
     ).bind(raw)
     router = serve.deployment(Router).options(
         num_replicas=config.router.replicas,

@@ -21,6 +21,7 @@ class LocalCluster:
     config: ClusterConfig
     grpc_address: str = ""
     started_ray: bool = False
+    redis_server: object = None
 
     def start(self) -> "LocalCluster":
         import ray
@@ -33,6 +34,13 @@ class LocalCluster:
             from pdserve.embedded_model import ensure_model
 
             ensure_model()
+        if self.config.redis.url == "embedded":
+            from pdserve.redis_server import RedisServer
+
+            self.redis_server = RedisServer().start()  # loopback only
+            self.config = self.config.model_copy(
+                update={"redis": self.config.redis.model_copy(update={"url": self.redis_server.url})}
+            )
         if not ray.is_initialized():
             if self.config.ray.address:
                 ray.init(address=self.config.ray.address, logging_level=logging.WARNING)
@@ -56,15 +64,18 @@ class LocalCluster:
         import ray
         from ray import serve
 
-        if not ray.is_initialized():
-            return
         try:
-            serve.delete(self.config.name)
-            if self.started_ray:
-                serve.shutdown()
+            if ray.is_initialized():
+                try:
+                    serve.delete(self.config.name)
+                    if self.started_ray:
+                        serve.shutdown()
+                finally:
+                    if self.started_ray:
+                        ray.shutdown()
         finally:
-            if self.started_ray:
-                ray.shutdown()
+            if self.redis_server is not None:
+                self.redis_server.stop()
 
     def __enter__(self) -> "LocalCluster":
         return self.start()

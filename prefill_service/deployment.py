@@ -19,15 +19,18 @@ from kv_transfer.handoff import handoff_from_vllm, prefill_params
 from pdserve.config import ClusterConfig
 from pdserve.engine import sampling_params, start_engine
 from pdserve.v1 import handoff_pb2
+from router.replica_reporting import ReplicaReporting
 
 logger = logging.getLogger("pdserve.prefill")
 
 
 class PrefillServer:
-    def __init__(self, config: dict):
+    async def __init__(self, config: dict):
         self.config = ClusterConfig.model_validate(config)
         self.replica_id = _replica_name("prefill")
         self.engine = start_engine(self.config, self.config.prefill, "kv_producer", self.replica_id)
+        self.reporting = ReplicaReporting(self.config, "prefill", self.replica_id, self.engine.events_endpoint, self.engine.live_figures)
+        await self.reporting.start()
         logger.info("prefill engine %s ready, side channel port %d", self.engine.engine_id, self.engine.side_channel_port)
 
     async def prefill(self, request: handoff_pb2.PrefillRequest) -> handoff_pb2.PrefillResult:
@@ -69,7 +72,10 @@ class PrefillServer:
     async def holds_no_kv_blocks(self) -> bool:
         return await self.engine.holds_no_kv_blocks()
 
-    def __del__(self):
+    async def __del__(self):
+        reporting = getattr(self, "reporting", None)
+        if reporting is not None:
+            await reporting.stop()
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()

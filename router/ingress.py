@@ -6,8 +6,8 @@ operator names. Each router replica runs a `grpc.aio` server on `router.host:rou
 with SO_REUSEPORT, so replicas on one node share the port and the kernel spreads connections.
 The replica also serves the standard `grpc.health.v1.Health` service.
 
-Per request: check -> admit -> tokenize -> RequestPath.generate -> stream; the typed errors of the
-core become status codes here and nowhere else.
+Per request: check -> tokenize -> admit -> place -> RequestPath.generate -> stream; the typed
+errors of the core become status codes here and nowhere else.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ray import serve
 
-from pdserve.config import ClusterConfig
+from pdserve.config import ClusterConfig, SchedulingSpec
 from pdserve.v1 import inference_pb2, inference_pb2_grpc
-from router.errors import Overloaded, RequestError
-from router.request_path import PathSettings, RequestPath
+from router.admission import Admission
+from router.errors import RequestError
+from router.placement import Placement
+from router.request_path import RequestPath
 from router.tokenization import PromptTokenizer
 from router.validation import (
     Limits,
@@ -46,12 +48,15 @@ class Router(inference_pb2_grpc.InferenceServicer):
             max_model_len=self.config.model.max_model_len,
         )
         self.tokenizer = PromptTokenizer(self.config.model.resolved_path())
-        self.path = RequestPath(
-            prefill_handle,
-            decode_handle,
-            PathSettings(min_disaggregated_prompt_tokens=self.config.router.min_disaggregated_prompt_tokens),
+        import redis.asyncio as aioredis
+
+        self.redis = aioredis.from_url(self.config.redis.url)
+        self.placement = Placement.create(self.redis, self.config)
+        await self.placement.start()
+        self.admission = Admission(
+            self.redis, self.config.redis.namespace, self.config.router.admission, lease_s=self.config.router.request_timeout_s
         )
-        self.in_flight = 0
+        self.path = RequestPath(prefill_handle, decode_handle, self.placement)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.server = await self._start_server()
         self._health_task = asyncio.get_running_loop().create_task(self._watch_pools())
@@ -72,7 +77,8 @@ class Router(inference_pb2_grpc.InferenceServicer):
     async def Generate(self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
         try:
             validated = self._validate(request)
-            with self._admitted():
+            cost = len(validated.prompt_token_ids) + validated.sampling.max_tokens
+            async with self.admission.admit(validated.tenant, validated.priority, cost, validated.request_id):
                 async for response in self.path.generate(validated):
                     await context.write(response)
         except RequestError as exc:
@@ -105,22 +111,6 @@ class Router(inference_pb2_grpc.InferenceServicer):
             chat=request.WhichOneof("input") == "chat",
         )
 
-    def _admitted(self):
-        router = self
-
-        class _Slot:
-            def __enter__(self):
-                if router.in_flight >= router.config.router.max_ongoing_requests:
-                    raise Overloaded(
-                        f"router is at its limit of {router.config.router.max_ongoing_requests} concurrent requests"
-                    )
-                router.in_flight += 1
-
-            def __exit__(self, *exc):
-                router.in_flight -= 1
-
-        return _Slot()
-
     def _pool_health(self) -> list[inference_pb2.PoolHealth]:
         app = serve.status().applications.get(self.config.name)
         pools = []
@@ -151,9 +141,26 @@ class Router(inference_pb2_grpc.InferenceServicer):
     async def ready(self) -> str:
         return f"{self.config.router.host}:{self.config.router.grpc_port}"
 
+    async def placement_snapshot(self, prompt: str) -> dict:
+        """Where this router would place `prompt` now (operators and tests: a dry run, nothing is sent)."""
+        token_ids = self.tokenizer.encode(inference_pb2.GenerateRequest(prompt=prompt, max_tokens=1))
+        decision = await self.placement.place(token_ids)
+        return {"route": decision.route, "prefill": decision.prefill, "decode": decision.decode,
+                "prefill_matched_blocks": decision.prefill_matched_blocks, "decode_matched_blocks": decision.decode_matched_blocks}
+
+    async def configure_scheduling(self, scheduling: dict) -> None:
+        """Swap this router's scheduling profiles live (a `router.scheduling` section of the config)."""
+        self.placement.reconfigure(SchedulingSpec.model_validate(scheduling))
+
+    async def pool_figures(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Every live replica's last reported figures, per pool, as this router sees them."""
+        return {pool: {r: dict(load.figures or {}) for r, load in view.replicas.items()} for pool, view in self.placement.loads.items()}
+
     async def __del__(self):
         if getattr(self, "server", None) is not None:
             await self.server.stop(grace=5)
+        if getattr(self, "placement", None) is not None:
+            await self.placement.stop()
 
 
 async def _maybe_await(value):

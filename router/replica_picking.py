@@ -1,9 +1,11 @@
-"""The bridge between our picking policies and Ray Serve's request routing.
+"""The bridge between our scheduler and Ray Serve's request routing.
 
-Ray Serve sends each handle call to a replica chosen by the deployment's `RequestRouter`; this
-subclass asks a `router.policies` policy for a ranking of the live replicas, so the replica set
-(and its health) stays Serve's while the choice is ours. It is configured per deployment with
-`RequestRouterConfig(request_router_class=PolicyRequestRouter, request_router_kwargs={"policy": ...})`.
+Ray Serve sends each handle call to a replica chosen by the deployment's `RequestRouter`. The
+router's scheduler (router/scheduling) has already ranked the replicas, and passes that ranking
+in the call's `session_id` (Serve's stickiness field) as `pin:<id>,<id>,...`; this class honours
+it: the first live replica of the ranking is tried first, the others of the ranking next, then
+any other live replica. Without a pin (or when none of the pinned replicas is alive) the
+configured fallback policy ranks the live replicas. The replica set (and its health) stays Serve's.
 """
 
 from __future__ import annotations
@@ -13,6 +15,19 @@ from typing import List, Optional
 from ray.serve.request_router import FIFOMixin, PendingRequest, RequestRouter, RunningReplica
 
 from router.policies import make_policy
+
+PIN_PREFIX = "pin:"
+
+
+def pin(ranking: list[str], keep: int = 4) -> str:
+    """The session id that pins a call to `ranking` (best first)."""
+    return PIN_PREFIX + ",".join(ranking[:keep])
+
+
+def pinned_ranking(session_id: str | None) -> list[str]:
+    if not session_id or not session_id.startswith(PIN_PREFIX):
+        return []
+    return [r for r in session_id[len(PIN_PREFIX) :].split(",") if r]
 
 
 class PolicyRequestRouter(FIFOMixin, RequestRouter):
@@ -26,8 +41,12 @@ class PolicyRequestRouter(FIFOMixin, RequestRouter):
     ) -> List[List[RunningReplica]]:
         if not candidate_replicas:
             return []
-        ordered = sorted(candidate_replicas, key=lambda r: r.replica_id.unique_id)
-        ranking = self._policy.rank([r.replica_id.unique_id for r in ordered])
-        # Each rank holds one replica: Serve tries the policy's first choice, and falls back to the
-        # next only if that replica's queue is full.
-        return [[ordered[i]] for i in ranking]
+        by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
+        wanted = pinned_ranking(pending_request.metadata.session_id if pending_request else None)
+        ranked = [by_id[r] for r in wanted if r in by_id]
+        rest = sorted((r for r in candidate_replicas if r.replica_id.unique_id not in set(wanted)), key=lambda r: r.replica_id.unique_id)
+        if not ranked:
+            ranked = [rest[i] for i in self._policy.rank([r.replica_id.unique_id for r in rest])]
+            rest = []
+        # One replica per rank: Serve tries them in order, moving on only when one's queue is full.
+        return [[r] for r in ranked + rest]

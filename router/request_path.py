@@ -1,9 +1,9 @@
 """One request across the pools, top to bottom.
 
-    route = decide_route(request)                    disaggregate, or let decode serve it alone
-    prefill = await run_prefill(request)             any prefill replica; retried on another if one dies
+    decision = await placement.place(tokens)         decode pick, disaggregate or not, prefill pick
+    prefill = await run_prefill(request, decision)   the chosen prefill replica (the next on failure)
     yield first token                                time to first token ends here
-    async for chunk in run_decode(request, prefill)  decode pulls the KV and streams the rest
+    async for chunk in run_decode(request, decision) decode pulls the KV and streams the rest
         yield chunk
 
 Every hop is cancelled when the caller stops reading (the client went away), which aborts the
@@ -22,6 +22,10 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from decode_service.deployment import DecodeChunk
 from router.errors import Unavailable
+from router.placement import Placement
+from router.replica_picking import pin
+from router.scheduling.scheduler import NoReplicas
+from router.scheduling.types import Decision
 from router.validation import ValidatedRequest
 from pdserve.v1 import handoff_pb2, inference_pb2
 
@@ -34,24 +38,29 @@ DISAGGREGATED, COLOCATED = "disaggregated", "colocated"
 
 @dataclass(frozen=True, slots=True)
 class PathSettings:
-    min_disaggregated_prompt_tokens: int  # shorter prompts are served by decode alone
     prefill_attempts: int = 2
     prefill_timeout_s: float = 120.0
 
 
 class RequestPath:
-    def __init__(self, prefill_handle, decode_handle, settings: PathSettings):
+    def __init__(self, prefill_handle, decode_handle, placement: Placement, settings: PathSettings = PathSettings()):
         self._prefill = prefill_handle
         self._decode = decode_handle
+        self._placement = placement
         self._settings = settings
 
-    def decide_route(self, request: ValidatedRequest) -> str:
-        if len(request.prompt_token_ids) < self._settings.min_disaggregated_prompt_tokens:
-            return COLOCATED
-        return DISAGGREGATED
-
     async def generate(self, request: ValidatedRequest) -> AsyncIterator[inference_pb2.GenerateResponse]:
-        route = self.decide_route(request)
+        try:
+            decision = await self._placement.place(request.prompt_token_ids)
+        except NoReplicas as exc:
+            raise Unavailable(str(exc)) from exc
+        replicas = decision.decode[:1] + decision.prefill[:1]
+        with self._placement.track(*replicas):
+            async for response in self._generate(request, decision):
+                yield response
+
+    async def _generate(self, request: ValidatedRequest, decision: Decision) -> AsyncIterator[inference_pb2.GenerateResponse]:
+        route = decision.route
         decode_request = handoff_pb2.DecodeRequest(
             request_id=request.request_id,
             prompt_token_ids=request.prompt_token_ids,
@@ -60,7 +69,7 @@ class RequestPath:
         )
         sent_tokens = 0
         if route == DISAGGREGATED:
-            prefill = await self.run_prefill(request)
+            prefill = await self.run_prefill(request, decision.prefill)
             first = inference_pb2.GenerateResponse(
                 request_id=request.request_id,
                 text=prefill.first_token_text,
@@ -79,7 +88,7 @@ class RequestPath:
             if prefill.HasField("handoff"):
                 decode_request.handoff.CopyFrom(prefill.handoff)
 
-        async for chunk in self.run_decode(decode_request):
+        async for chunk in self.run_decode(decode_request, decision.decode):
             sent_tokens += len(chunk.token_ids)
             response = inference_pb2.GenerateResponse(
                 request_id=request.request_id, text=chunk.text, token_ids=chunk.token_ids
@@ -91,7 +100,7 @@ class RequestPath:
                 response.usage.CopyFrom(_usage(chunk.prompt_tokens, sent_tokens, chunk.cached_prompt_tokens))
             yield response
 
-    async def run_prefill(self, request: ValidatedRequest) -> handoff_pb2.PrefillResult:
+    async def run_prefill(self, request: ValidatedRequest, ranking: list[str]) -> handoff_pb2.PrefillResult:
         prefill_request = handoff_pb2.PrefillRequest(
             request_id=request.request_id,
             prompt_token_ids=request.prompt_token_ids,
@@ -100,7 +109,8 @@ class RequestPath:
         )
         last_error: Exception | None = None
         for attempt in range(1, self._settings.prefill_attempts + 1):
-            response = self._prefill.prefill.remote(prefill_request)
+            # A retry skips the replica that was just lost.
+            response = self._prefill.options(session_id=pin(ranking[attempt - 1 :] or ranking)).prefill.remote(prefill_request)
             try:
                 return await asyncio.wait_for(_awaited(response), self._settings.prefill_timeout_s)
             except _REPLICA_GONE as exc:  # nothing was sent to the client yet: another replica may serve it
@@ -116,8 +126,8 @@ class RequestPath:
                 raise Unavailable(f"prefill failed: {_reason(exc)}") from exc
         raise Unavailable(f"prefill replicas failed {self._settings.prefill_attempts} times: {_reason(last_error)}")
 
-    async def run_decode(self, decode_request: handoff_pb2.DecodeRequest) -> AsyncIterator[DecodeChunk]:
-        stream = self._decode.options(stream=True).generate.remote(decode_request)
+    async def run_decode(self, decode_request: handoff_pb2.DecodeRequest, ranking: list[str]) -> AsyncIterator[DecodeChunk]:
+        stream = self._decode.options(stream=True, session_id=pin(ranking)).generate.remote(decode_request)
         try:
             async for chunk in stream:
                 if chunk.finish_reason == "error":

@@ -29,7 +29,7 @@ def _route(client, request) -> tuple[list[int], str, inference_pb2.GenerateRespo
 
 
 def test_greedy_tokens_equal_a_single_colocated_engine(client, reference_tokens, test_config):
-    threshold = test_config.router.min_disaggregated_prompt_tokens
+    threshold = test_config.router.scheduling.min_uncached_tokens_to_disaggregate
     routes = []
     for i, (item, expected) in enumerate(zip(PROMPTS, reference_tokens)):
         ids, route, last = _route(client, _greedy(item, request_id=f"equal-{i}"))
@@ -168,3 +168,30 @@ def test_cancelled_request_frees_its_blocks_on_both_pools(client, cluster, decod
     # The cluster still serves afterwards.
     ids, _, _ = _route(client, _greedy(PROMPTS[0]))
     assert ids
+
+
+def test_engine_kv_events_feed_the_prefix_index_the_router_reads(client, cluster):
+    """The router hashes prompts exactly as the engines do: after one request, the router's dry-run
+    placement of the same prompt finds every full block on the prefill replica that served it."""
+    from ray import serve
+
+    prompt = f"Index check {time.time_ns()}: " + PROMPTS[-1]["prompt"]
+    router = serve.get_deployment_handle("Router", app_name=cluster.config.name)
+    before = router.placement_snapshot.remote(prompt).result(timeout_s=30)
+    assert before["prefill_matched_blocks"] == 0
+    ids, route, last = _route(client, make_request(prompt, max_tokens=2, temperature=0.0))
+    assert route == "disaggregated"
+    full_blocks = last.usage.prompt_tokens // cluster.config.block_size
+    deadline = time.monotonic() + 10
+    while True:
+        after = router.placement_snapshot.remote(prompt).result(timeout_s=30)
+        if after["prefill_matched_blocks"] == full_blocks or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert after["prefill_matched_blocks"] == full_blocks
+    # Decode pulled the same blocks and cached them; a repeat is served by decode alone unless the
+    # uncached tail (the partial last block) is still long enough to be worth a prefill hop.
+    assert after["decode_matched_blocks"] == full_blocks
+    tail = last.usage.prompt_tokens - full_blocks * cluster.config.block_size
+    threshold = cluster.config.router.scheduling.min_uncached_tokens_to_disaggregate
+    assert after["route"] == ("colocated" if tail < threshold else "disaggregated")

@@ -105,12 +105,19 @@ class FakeMethod:
 class FakePrefillHandle:
     def __init__(self, *outcomes):
         self.prefill = FakeMethod(outcomes)
+        self.pins = []
+
+    def options(self, session_id=None, **_):
+        self.pins.append(session_id)
+        return self
 
 
 class FakeDecodeHandle:
     def __init__(self, stream: FakeStream):
         self.stream = stream
         self.generate = FakeMethod([stream])
+        self.pins = []
 
-    def options(self, **_):
+    def options(self, session_id=None, **_):
+        self.pins.append(session_id)
         return self

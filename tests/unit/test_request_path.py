@@ -10,6 +10,8 @@ from kv_transfer.handoff import handoff_from_vllm
 from pdserve.v1 import handoff_pb2, inference_pb2
 from router.errors import Unavailable
 from router.request_path import PathSettings, RequestPath
+from router.scheduling.scheduler import NoReplicas
+from router.scheduling.types import Decision
 from tests.unit.factories import (
     FakeDecodeHandle,
     FakePrefillHandle,
@@ -42,8 +44,29 @@ async def _collect(path, request):
     return [r async for r in path.generate(request)]
 
 
-def _path(prefill, decode, threshold=64):
-    return RequestPath(prefill, decode, PathSettings(min_disaggregated_prompt_tokens=threshold, prefill_timeout_s=1))
+class FakePlacement:
+    """Stands in for router.placement.Placement: colocates prompts under `threshold` tokens."""
+
+    def __init__(self, threshold=64, error=None):
+        self.threshold, self.error = threshold, error
+        self.tracked = []
+
+    async def place(self, token_ids):
+        if self.error:
+            raise self.error
+        if len(token_ids) < self.threshold:
+            return Decision("colocated", decode=["d1", "d2"], prefill=[])
+        return Decision("disaggregated", decode=["d1", "d2"], prefill=["p1", "p2"])
+
+    def track(self, *replicas):
+        import contextlib
+
+        self.tracked.append(replicas)
+        return contextlib.nullcontext()
+
+
+def _path(prefill, decode, threshold=64, placement=None):
+    return RequestPath(prefill, decode, placement or FakePlacement(threshold), PathSettings(prefill_timeout_s=1))
 
 
 def test_disaggregated_request_streams_first_token_then_decode():
@@ -113,3 +136,19 @@ def test_lost_decode_replica_mid_stream_is_unavailable():
     decode.stream._chunks[0].finish_reason = None
     with pytest.raises(Unavailable, match="decode replica lost"):
         asyncio.run(_collect(_path(prefill, decode), make_validated(100)))
+
+
+def test_no_live_replica_is_unavailable():
+    path = _path(FakePrefillHandle(), FakeDecodeHandle(FakeStream([])), placement=FakePlacement(error=NoReplicas("no decode replica")))
+    with pytest.raises(Unavailable, match="no decode replica"):
+        asyncio.run(_collect(path, make_validated(100)))
+
+
+def test_calls_are_pinned_to_the_scheduler_ranking_and_tracked():
+    placement = FakePlacement()
+    prefill = FakePrefillHandle(FakeResponse(error=ActorDiedError()), FakeResponse(_prefill_result()))
+    decode = FakeDecodeHandle(FakeStream(_chunks(12)))
+    asyncio.run(_collect(_path(prefill, decode, placement=placement), make_validated(100)))
+    assert prefill.pins == ["pin:p1,p2", "pin:p2"]  # the retry skips the replica that was lost
+    assert decode.pins == ["pin:d1,d2"]
+    assert placement.tracked == [("d1", "p1")]

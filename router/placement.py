@@ -1,0 +1,100 @@
+"""Placing one request: hash its blocks, look them up, score the live replicas, decide.
+
+    placement = Placement.create(redis, config)     one per router replica
+    await placement.start()                         background refresh of both pools' load views
+    decision = await placement.place(token_ids)     one Redis round trip (a Lua call for both pools)
+    with placement.track(decision): ...             this router's in-flight count per replica
+
+The load views come from Redis (every replica reports its engine figures there), so every router
+replica sees the same replicas, loads and prefix index, and ties break on replica id: two routers
+given the same prompt at the same moment place it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from contextlib import contextmanager
+
+from pdserve.config import ClusterConfig, SchedulingSpec
+from router.block_hashing import BlockHasher
+from router.load_view import LoadView
+from router.prefix_index import PrefixIndex, match_pools
+from router.scheduling.decider import DisaggregationDecider
+from router.scheduling.profile import SchedulingProfile
+from router.scheduling.scheduler import Scheduler
+from router.scheduling.types import Decision, ReplicaView, RequestView
+
+POOLS = ("prefill", "decode")
+
+
+class Placement:
+    def __init__(self, redis, namespace: str, scheduler: Scheduler, block_size: int):
+        self.hasher = BlockHasher(block_size)
+        self.scheduler = scheduler
+        self.indexes = {pool: PrefixIndex(redis, namespace, pool) for pool in POOLS}
+        self.loads = {pool: LoadView(redis, namespace, pool, on_gone=self.indexes[pool].clear_replica) for pool in POOLS}
+        self.in_flight: Counter[str] = Counter()
+        self._tasks: list[asyncio.Task] = []
+        self._views_cache: dict[str, tuple[int, list[ReplicaView]]] = {}
+
+    @classmethod
+    def create(cls, redis, config: ClusterConfig) -> "Placement":
+        return cls(redis, config.redis.namespace, build_scheduler(config.router.scheduling), config.block_size)
+
+    def reconfigure(self, spec: SchedulingSpec) -> None:
+        """Swap profiles and decider live; the index, load views and in-flight counts stay."""
+        self.scheduler = build_scheduler(spec)
+
+    async def start(self, period_s: float = 0.25) -> None:
+        for view in self.loads.values():
+            await view.refresh()
+            self._tasks.append(asyncio.get_running_loop().create_task(view.run(period_s)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def place(self, token_ids: list[int]) -> Decision:
+        hashes = self.hasher.chain(token_ids)
+        request = RequestView(prompt_tokens=len(token_ids), block_hashes=hashes, block_size=self.hasher.block_size)
+        prefill_match, decode_match = await match_pools([self.indexes["prefill"], self.indexes["decode"]], hashes)
+        return self.scheduler.schedule(
+            request, self._views("prefill", prefill_match), self._views("decode", decode_match)
+        )
+
+    def _views(self, pool: str, matches: dict[str, int]) -> list[ReplicaView]:
+        """The pool's replicas for one decision. Load fields change only when the load view
+        refreshes, so the objects are built once per refresh and only the per-decision fields are
+        set here; `place` reads them synchronously, before the next decision can run."""
+        view = self.loads[pool]
+        cached = self._views_cache.get(pool)
+        if cached is None or cached[0] != view.version:
+            views = [ReplicaView(l.replica, l.waiting, l.running, l.kv_cache_usage) for l in view.replicas.values()]
+            cached = self._views_cache[pool] = (view.version, views)
+        in_flight = self.in_flight
+        for v in cached[1]:
+            v.in_flight = in_flight.get(v.replica, 0)
+            v.matched_blocks = matches.get(v.replica, 0)
+        return cached[1]
+
+    @contextmanager
+    def track(self, *replicas: str):
+        """Count a request against the replicas it was sent to until it ends."""
+        for r in replicas:
+            self.in_flight[r] += 1
+        try:
+            yield
+        finally:
+            for r in replicas:
+                self.in_flight[r] -= 1
+                if self.in_flight[r] <= 0:
+                    del self.in_flight[r]
+
+
+def build_scheduler(spec: SchedulingSpec) -> Scheduler:
+    return Scheduler(
+        prefill=SchedulingProfile.from_spec("prefill", spec.prefill),
+        decode=SchedulingProfile.from_spec("decode", spec.decode),
+        decider=DisaggregationDecider(spec.min_uncached_tokens_to_disaggregate),
+    )

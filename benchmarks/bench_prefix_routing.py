@@ -3,22 +3,23 @@
 The cluster: 2 prefill replicas (one core each) and 1 decode replica of the embedded model, with a
 deliberately small prefill KV cache (`--blocks` per replica): the realistic regime where the system
 prompts in use do not all fit in one replica's cache. The workload: `--groups` groups of requests,
-each group sharing a long system prompt, with a distinct question per request, groups interleaved.
+each group sharing a long system prompt, with a distinct question per request, in a shuffled order.
 
 Each phase starts from empty prefix caches and the same workload, and differs only in the prefill
 profile (swapped live on the router):
     round_robin   picker round_robin, no scorers
-    prefix_aware  prefix_cache (weight 2) + queue (weight 1), picker max_score
+    prefix_aware  prefix_cache (weight 2) + queue (1) + cache_spread (0.5), picker max_score
 Every request is disaggregated in both phases (decider threshold 0), so the prefill pool sees all.
 Printed: prefill prefix-cache hit rate (engine-reported hits / queried tokens) and TTFT p50/p90,
 side by side, with the ratios. Targets: hit rate >= 2x round-robin's, TTFT p50 <= 0.6x.
 
-    python benchmarks/bench_prefix_routing.py [--groups 8] [--per-group 6] [--concurrency 2]
+    python benchmarks/bench_prefix_routing.py [--groups 7] [--per-group 6] [--concurrency 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,14 +34,19 @@ def system_prompt(group: int, words: int) -> str:
     return f"You are the {topic} assistant of team {group}. Follow these rules exactly: {body}."
 
 
-def workload(groups: int, per_group: int, words: int) -> list[tuple[int, str]]:
-    """Interleaved: g0 q0, g1 q0, ..., g0 q1, g1 q1, ... (the order that defeats an LRU cache under round-robin)."""
+def workload(groups: int, per_group: int, words: int, seed: int = 11) -> list[tuple[int, str]]:
+    """Every group's requests, shuffled with a fixed seed (the same order in both phases).
+
+    An odd group count matters for an interleaved order: with an even one, round-robin over two
+    replicas would send group g to replica g mod 2 every time, perfect affinity by accident."""
     prompts = {g: system_prompt(g, words) for g in range(groups)}
-    return [
+    items = [
         (g, f"{prompts[g]}\nUser question {q} for team {g}: what is the first rule?\nAnswer:")
         for q in range(per_group)
         for g in range(groups)
     ]
+    random.Random(seed).shuffle(items)
+    return items
 
 
 def pct(values: list[float], q: float) -> float:
@@ -83,10 +89,10 @@ def run_phase(address: str, router, cluster_reset, scheduling: dict, requests, c
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--groups", type=int, default=8)
+    parser.add_argument("--groups", type=int, default=7)
     parser.add_argument("--per-group", type=int, default=6)
     parser.add_argument("--words", type=int, default=120, help="system prompt length in words (about 5 tokens each)")
-    parser.add_argument("--blocks", type=int, default=24, help="KV blocks (128 tokens) per prefill replica")
+    parser.add_argument("--blocks", type=int, default=36, help="KV blocks (128 tokens) per prefill replica")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=4)
     args = parser.parse_args()
@@ -132,7 +138,8 @@ def main() -> None:
         phases = {
             "round_robin": {**base_scheduling, "prefill": {"filters": {}, "scorers": {}, "picker": "round_robin"}},
             "prefix_aware": {**base_scheduling, "prefill": {"filters": {"queue_depth": {"max_waiting": 64}},
-                                                            "scorers": {"prefix_cache": 2.0, "queue": 1.0}, "picker": "max_score"}},
+                                                            "scorers": {"prefix_cache": 2.0, "queue": 1.0, "cache_spread": 0.5},
+                                                            "picker": "max_score"}},
         }
         results = {}
         for name, spec in phases.items():

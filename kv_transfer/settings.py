@@ -31,9 +31,9 @@ class KVTransferSettings(BaseModel):
         "'auto' takes the Ray node's address (multi-node clusters).",
     )
     side_channel_ports: tuple[int, int] | Literal["auto"] = Field(
-        "auto",
-        description="Port range [first, last] the replicas of a node claim side-channel ports from, "
-        "or 'auto' for a free port chosen by the OS.",
+        (20000, 20999),
+        description="Port range [first, last] the replicas of a node claim side-channel ports from (keep it outside "
+        "the OS's ephemeral range, which outgoing connections use), or 'auto' for an OS-chosen ephemeral port.",
     )
     failure_policy: Literal["recompute", "fail"] = Field(
         "recompute",
@@ -44,6 +44,12 @@ class KVTransferSettings(BaseModel):
     )
     recompute_threshold_tokens: int = Field(
         64, ge=0, description="Prompts shorter than this are recomputed on decode instead of pulled (vLLM's kv_recompute_threshold)."
+    )
+    progress_delay_us: int | None = Field(
+        200,
+        ge=0,
+        description="Pause of NIXL's progress thread between polls, in microseconds (kv_transfer/nixl_progress.py); "
+        "null keeps NIXL's busy polling, which GPU hosts with spare cores may prefer.",
     )
     ucx_net_devices: str | None = Field(
         "lo", description="UCX_NET_DEVICES for the engines ('lo' keeps traffic on loopback; null lets UCX choose)."
@@ -80,13 +86,19 @@ class KVTransferSettings(BaseModel):
 
         return ray.util.get_node_ip_address()
 
-    def claim_side_channel_port(self) -> int:
-        """A side-channel port that no other process on this host is bound to right now."""
+    def claim_side_channel_port(self, slot: int = 0) -> int:
+        """A side-channel port that no other process on this host is bound to right now.
+
+        vLLM binds the port a moment later and, if that bind fails, waits forever for its handshake
+        listener; so each replica starts probing at its own `slot` (pool and rank on the node) and
+        the range should lie outside the ephemeral ports that outgoing connections take."""
         host = self.resolved_host()
         if self.side_channel_ports == "auto":
             return _bind_probe(host, 0)
         first, last = self.side_channel_ports
-        for port in range(first, last + 1):
+        size = last - first + 1
+        for step in range(size):
+            port = first + (slot + step) % size
             try:
                 return _bind_probe(host, port)
             except OSError:
@@ -101,6 +113,10 @@ class KVTransferSettings(BaseModel):
         }
         if self.ucx_net_devices:
             env["UCX_NET_DEVICES"] = self.ucx_net_devices
+        if self.progress_delay_us is not None:
+            from kv_transfer.nixl_progress import ENV
+
+            env[ENV] = str(self.progress_delay_us)
         return env
 
 

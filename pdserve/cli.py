@@ -93,7 +93,11 @@ def cmd_check_config(args) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(f"{args.config}: ok ({config.prefill.replicas} prefill, {config.decode.replicas} decode, {config.prefill.engine.device})")
+    def size(pool):
+        a = pool.autoscaling
+        return f"{a.min_replicas}-{a.max_replicas} (autoscaling)" if a else str(pool.replicas)
+
+    print(f"{args.config}: ok ({size(config.prefill)} prefill, {size(config.decode)} decode, {config.prefill.engine.device})")
     return 0
 
 

@@ -93,7 +93,7 @@ class ProfileSpec(_Strict):
     filters: dict[Literal["kv_headroom", "queue_depth"], dict[str, float]] = Field(
         default_factory=dict, description="Filters and their arguments, e.g. {kv_headroom: {max_kv_usage: 0.95}}."
     )
-    scorers: dict[Literal["prefix_cache", "queue", "kv_headroom"], float] = Field(
+    scorers: dict[Literal["prefix_cache", "queue", "kv_headroom", "cache_spread"], float] = Field(
         default_factory=dict, description="Scorer weights (>= 0); each scorer rates replicas in [0, 1]."
     )
     picker: Literal["max_score", "round_robin", "random"] = Field(
@@ -109,7 +109,9 @@ class ProfileSpec(_Strict):
 
 
 def _prefill_profile() -> ProfileSpec:
-    return ProfileSpec(filters={"queue_depth": {"max_waiting": 64}}, scorers={"prefix_cache": 2.0, "queue": 1.0})
+    return ProfileSpec(
+        filters={"queue_depth": {"max_waiting": 64}}, scorers={"prefix_cache": 2.0, "queue": 1.0, "cache_spread": 0.5}
+    )
 
 
 def _decode_profile() -> ProfileSpec:

@@ -185,9 +185,11 @@ def start_engine(config: ClusterConfig, pool: PoolSpec, role: KVRole, name: str,
     (`RunningEngine.events_endpoint`) for the replica's prefix-index reporter."""
     from router.kv_events import local_events_endpoint
 
-    port = config.kv_transfer.claim_side_channel_port()
+    rank = _local_rank()
+    slot = (0 if role == "kv_producer" else 100) + rank * pool.engine.tensor_parallel_size
+    port = config.kv_transfer.claim_side_channel_port(slot)
     events_endpoint = local_events_endpoint() if publish_kv_events else None
-    os.environ.update(engine_environment(config, pool, port, _local_rank()))
+    os.environ.update(engine_environment(config, pool, port, rank))
     from vllm.v1.engine.async_llm import AsyncLLM
 
     engine_id = f"{name}-{uuid.uuid4().hex[:8]}"

@@ -1,13 +1,14 @@
 """Placing one request: hash its blocks, look them up, score the live replicas, decide.
 
     placement = Placement.create(redis, config)     one per router replica
-    await placement.start()                         background refresh of both pools' load views
-    decision = await placement.place(token_ids)     one Redis round trip (a Lua call for both pools)
+    await placement.start()                         load both pools' prefix index mirrors and load views
+    decision = await placement.place(token_ids)     memory only: hashing, index lookup, scoring
     with placement.track(decision): ...             this router's in-flight count per replica
 
-The load views come from Redis (every replica reports its engine figures there), so every router
-replica sees the same replicas, loads and prefix index, and ties break on replica id: two routers
-given the same prompt at the same moment place it the same way.
+The prefix index and the load views live in Redis (every replica reports there) and each router
+mirrors them in memory, so every router replica sees the same replicas, loads and prefix index,
+and ties break on replica id: two routers given the same prompt at the same moment place it the
+same way. No decision waits on Redis; if Redis goes away, routing goes on from the last view.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pdserve.config import ClusterConfig, SchedulingSpec
 from router.block_hashing import BlockHasher
 from router.load_view import LoadView
-from router.prefix_index import PrefixIndex, match_pools
+from router.prefix_mirror import PrefixIndexMirror
 from router.scheduling.decider import DisaggregationDecider
 from router.scheduling.profile import SchedulingProfile
 from router.scheduling.scheduler import Scheduler
@@ -32,8 +33,8 @@ class Placement:
     def __init__(self, redis, namespace: str, scheduler: Scheduler, block_size: int):
         self.hasher = BlockHasher(block_size)
         self.scheduler = scheduler
-        self.indexes = {pool: PrefixIndex(redis, namespace, pool) for pool in POOLS}
-        self.loads = {pool: LoadView(redis, namespace, pool, on_gone=self.indexes[pool].clear_replica) for pool in POOLS}
+        self.mirrors = {pool: PrefixIndexMirror(redis, namespace, pool) for pool in POOLS}
+        self.loads = {pool: LoadView(redis, namespace, pool, on_gone=self.mirrors[pool].index.clear_replica) for pool in POOLS}
         self.in_flight: Counter[str] = Counter()
         self._tasks: list[asyncio.Task] = []
         self._views_cache: dict[str, tuple[int, list[ReplicaView]]] = {}
@@ -47,20 +48,28 @@ class Placement:
         self.scheduler = build_scheduler(spec)
 
     async def start(self, period_s: float = 0.25) -> None:
+        for mirror in self.mirrors.values():
+            await mirror.start()
         for view in self.loads.values():
             await view.refresh()
             self._tasks.append(asyncio.get_running_loop().create_task(view.run(period_s)))
 
     async def stop(self) -> None:
+        for mirror in self.mirrors.values():
+            await mirror.stop()
         for task in self._tasks:
             task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=3.0)
+        self._tasks = []
 
     async def place(self, token_ids: list[int]) -> Decision:
         hashes = self.hasher.chain(token_ids)
         request = RequestView(prompt_tokens=len(token_ids), block_hashes=hashes, block_size=self.hasher.block_size)
-        prefill_match, decode_match = await match_pools([self.indexes["prefill"], self.indexes["decode"]], hashes)
         return self.scheduler.schedule(
-            request, self._views("prefill", prefill_match), self._views("decode", decode_match)
+            request,
+            self._views("prefill", self.mirrors["prefill"].match(hashes)),
+            self._views("decode", self.mirrors["decode"].match(hashes)),
         )
 
     def _views(self, pool: str, matches: dict[str, int]) -> list[ReplicaView]:
@@ -72,10 +81,11 @@ class Placement:
         if cached is None or cached[0] != view.version:
             views = [ReplicaView(l.replica, l.waiting, l.running, l.kv_cache_usage) for l in view.replicas.values()]
             cached = self._views_cache[pool] = (view.version, views)
-        in_flight = self.in_flight
+        in_flight, held = self.in_flight, self.mirrors[pool].held
         for v in cached[1]:
             v.in_flight = in_flight.get(v.replica, 0)
             v.matched_blocks = matches.get(v.replica, 0)
+            v.held_blocks = len(held.get(v.replica, ()))
         return cached[1]
 
     @contextmanager

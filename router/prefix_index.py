@@ -3,9 +3,12 @@
 Layout, under one namespace per pool (`{ns}:{pool}`):
     {p}:blk:{hash}     SET of replica ids holding block `hash`
     {p}:rep:{replica}  SET of hashes that replica holds (to drop them all when it goes away)
+    {p}:indexed        SET of replicas that have entries
+    {p}:changes        pub/sub channel: every write, as "op|replica|hash,hash,..." (op: + - !)
 Writers are the engine replicas (router/kv_events.py), from their engine's own BlockStored /
-BlockRemoved / AllBlocksCleared events. Readers are routers: `match()` walks a prompt's hash chain
-in one Lua call and returns, per replica, how many leading blocks it holds.
+BlockRemoved / AllBlocksCleared events. Readers: routers keep an in-memory mirror fed by the
+channel (router/prefix_mirror.py) for their hot path; `match()` here walks a prompt's hash chain
+in one Lua call, for tools and for checking the mirror.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class PrefixIndex:
     def __init__(self, redis, namespace: str, pool: str):
         self._redis = redis
         self.prefix = f"{namespace}:{pool}"
+        self.channel = f"{self.prefix}:changes"
         self._match = redis.register_script(_MATCH_LUA)
 
     async def match(self, hashes: Sequence[int]) -> dict[str, int]:
@@ -66,6 +70,8 @@ class PrefixIndex:
         for h in hashes:
             pipe.sadd(f"{self.prefix}:blk:{h}", replica)
         pipe.sadd(f"{self.prefix}:rep:{replica}", *hashes)
+        pipe.sadd(f"{self.prefix}:indexed", replica)
+        pipe.publish(self.channel, change("+", replica, hashes))
         await pipe.execute()
 
     async def record_removed(self, replica: str, hashes: Iterable[int]) -> None:
@@ -76,6 +82,7 @@ class PrefixIndex:
         for h in hashes:
             pipe.srem(f"{self.prefix}:blk:{h}", replica)
         pipe.srem(f"{self.prefix}:rep:{replica}", *hashes)
+        pipe.publish(self.channel, change("-", replica, hashes))
         await pipe.execute()
 
     async def clear_replica(self, replica: str) -> int:
@@ -86,11 +93,31 @@ class PrefixIndex:
         for h in hashes:
             pipe.srem(f"{self.prefix}:blk:{_text(h)}", replica)
         pipe.delete(key)
+        pipe.srem(f"{self.prefix}:indexed", replica)
+        pipe.publish(self.channel, change("!", replica, ()))
         await pipe.execute()
         return len(hashes)
 
+    async def snapshot(self) -> dict[str, set[int]]:
+        """Every replica's hashes, read from Redis (a mirror's starting point)."""
+        replicas = [_text(r) for r in await self._redis.smembers(f"{self.prefix}:indexed")]
+        pipe = self._redis.pipeline(transaction=False)
+        for r in replicas:
+            pipe.smembers(f"{self.prefix}:rep:{r}")
+        rows = await pipe.execute() if replicas else []
+        return {r: {int(h) for h in row} for r, row in zip(replicas, rows)}
+
     async def blocks_held(self, replica: str) -> int:
         return await self._redis.scard(f"{self.prefix}:rep:{replica}")
+
+
+def change(op: str, replica: str, hashes: Iterable[int]) -> str:
+    return f"{op}|{replica}|{','.join(str(h) for h in hashes)}"
+
+
+def parse_change(message: str) -> tuple[str, str, list[int]]:
+    op, replica, hashes = message.split("|", 2)
+    return op, replica, [int(h) for h in hashes.split(",")] if hashes else []
 
 
 def _text(value) -> str:

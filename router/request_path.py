@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 
@@ -111,8 +112,15 @@ class RequestPath:
         for attempt in range(1, self._settings.prefill_attempts + 1):
             # A retry skips the replica that was just lost.
             response = self._prefill.options(session_id=pin(ranking[attempt - 1 :] or ranking)).prefill.remote(prefill_request)
+            started = time.perf_counter()
             try:
-                return await asyncio.wait_for(_awaited(response), self._settings.prefill_timeout_s)
+                result = await asyncio.wait_for(_awaited(response), self._settings.prefill_timeout_s)
+                logger.info(
+                    "request %s: prefill on %s (ranked %s) took %.3f s, engine %.3f s, %d/%d prompt tokens cached",
+                    request.request_id, result.replica, ranking[:2], time.perf_counter() - started,
+                    result.prefill_seconds, result.cached_prompt_tokens, result.prompt_tokens,
+                )
+                return result
             except _REPLICA_GONE as exc:  # nothing was sent to the client yet: another replica may serve it
                 last_error = exc
                 logger.warning("request %s: prefill replica lost (attempt %d): %s", request.request_id, attempt, exc)

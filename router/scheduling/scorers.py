@@ -40,4 +40,18 @@ class KVHeadroomScorer:
         return [1.0 - r.kv_cache_usage for r in replicas]
 
 
-SCORERS = {cls.name: cls for cls in (PrefixCacheScorer, QueueScorer, KVHeadroomScorer)}
+class CacheSpreadScorer:
+    """Fewer cached blocks scores higher. Breaks the tie a new prefix meets on an idle pool toward
+    the replica with the emptiest cache, so distinct prefixes spread over the pool's total cache
+    instead of piling onto one replica (where they would evict each other)."""
+
+    name = "cache_spread"
+
+    def score(self, request: RequestView, replicas: list[ReplicaView]) -> list[float]:
+        fullest = max((r.held_blocks for r in replicas), default=0)
+        if fullest == 0:
+            return [1.0] * len(replicas)
+        return [1.0 - r.held_blocks / fullest for r in replicas]
+
+
+SCORERS = {cls.name: cls for cls in (PrefixCacheScorer, QueueScorer, KVHeadroomScorer, CacheSpreadScorer)}

@@ -15,6 +15,7 @@ class ReplicaView:
     kv_cache_usage: float = 0.0
     in_flight: int = 0  # requests this router sent that the last load report may not show yet
     matched_blocks: int = 0  # leading prompt blocks this replica holds in its prefix cache
+    held_blocks: int = 0  # blocks the replica holds in its prefix cache, all prompts together
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pdserve.client import InferenceClient
-from pdserve.config import load_config
+from pdserve.config import TenantLimits, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_DTYPE = "float32"
@@ -45,7 +45,15 @@ def test_config():
             # between top tokens (seen: two candidates both at logprob -2.154), which kernels break
             # differently; float32 compares the path, not the rounding.
             "model": config.model.model_copy(update={"dtype": TEST_DTYPE}),
-            "router": config.router.model_copy(update={"grpc_port": free_port(), "http_port": free_port()}),
+            "router": config.router.model_copy(
+                update={
+                    "grpc_port": free_port(),
+                    "http_port": free_port(),
+                    "admission": config.router.admission.model_copy(
+                        update={"tenants": {"tiny": TenantLimits(max_concurrent=1, tokens_per_second=1, burst_tokens=40)}}
+                    ),
+                }
+            ),
         }
     )
 

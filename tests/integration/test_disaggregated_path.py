@@ -195,3 +195,18 @@ def test_engine_kv_events_feed_the_prefix_index_the_router_reads(client, cluster
     tail = last.usage.prompt_tokens - full_blocks * cluster.config.block_size
     threshold = cluster.config.router.scheduling.min_uncached_tokens_to_disaggregate
     assert after["route"] == ("colocated" if tail < threshold else "disaggregated")
+
+
+def test_tenant_over_quota_is_refused_at_once_with_resource_exhausted(client):
+    # About 8 prompt tokens + 20 max_tokens = 28 of the tenant's 40-token burst (refill 1 token/s):
+    # the first fits, an identical second right after does not.
+    tiny = make_request("Hello there, how are you today?", max_tokens=20, tenant="tiny")
+    assert list(client.stream(tiny))
+    started = time.perf_counter()
+    with pytest.raises(grpc.RpcError) as info:
+        list(client.stream(tiny))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "token rate" in info.value.details()
+    assert time.perf_counter() - started < 2.0  # refused, not timed out
+    # Other tenants are not affected.
+    assert list(client.stream(make_request("Hello there", max_tokens=2, tenant="someone-else")))

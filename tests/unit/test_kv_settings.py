@@ -5,8 +5,14 @@ import pytest
 from kv_transfer.settings import KVTransferSettings
 
 
+def test_replicas_start_at_their_own_slot():
+    settings = KVTransferSettings(side_channel_ports=(21000, 21099))
+    assert settings.claim_side_channel_port(0) == 21000
+    assert settings.claim_side_channel_port(100 + 1) == 21000 + 101 % 100
+
+
 def test_auto_ports_are_distinct_and_free():
-    settings = KVTransferSettings()
+    settings = KVTransferSettings(side_channel_ports="auto")
     held = []
     try:
         for _ in range(4):
@@ -42,7 +48,9 @@ def test_engine_environment_names_the_side_channel_and_keeps_ucx_on_loopback():
         "VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1",
         "VLLM_NIXL_SIDE_CHANNEL_PORT": "15600",
         "UCX_NET_DEVICES": "lo",
+        "PDSERVE_NIXL_PROGRESS_DELAY_US": "200",
     }
+    assert "PDSERVE_NIXL_PROGRESS_DELAY_US" not in KVTransferSettings(progress_delay_us=None).engine_environment(1)
 
 
 def test_vllm_config_carries_role_policy_and_lease():

@@ -4,12 +4,13 @@ import pytest
 
 from router.scheduling.filters import KVHeadroomFilter, QueueDepthFilter
 from router.scheduling.pickers import MaxScorePicker, RandomPicker, RoundRobinPicker
-from router.scheduling.scorers import KVHeadroomScorer, PrefixCacheScorer, QueueScorer
+from router.scheduling.scorers import CacheSpreadScorer, KVHeadroomScorer, PrefixCacheScorer, QueueScorer
 from router.scheduling.types import ReplicaView, RequestView
 
 
-def replica(name, waiting=0, running=0, kv=0.0, in_flight=0, matched=0):
-    return ReplicaView(name, waiting=waiting, running=running, kv_cache_usage=kv, in_flight=in_flight, matched_blocks=matched)
+def replica(name, waiting=0, running=0, kv=0.0, in_flight=0, matched=0, held=0):
+    return ReplicaView(name, waiting=waiting, running=running, kv_cache_usage=kv, in_flight=in_flight,
+                       matched_blocks=matched, held_blocks=held)
 
 
 REQ = RequestView(prompt_tokens=512, block_hashes=[1, 2, 3, 4], block_size=128)
@@ -37,6 +38,8 @@ def test_filters(flt, replicas, kept):
         (QueueScorer(), REQ, [replica("a", waiting=2, running=2), replica("b", running=1, in_flight=1), replica("c")], [0.0, 0.5, 1.0]),
         (QueueScorer(), REQ, [replica("a"), replica("b")], [1.0, 1.0]),
         (KVHeadroomScorer(), REQ, [replica("a", kv=0.25), replica("b", kv=1.0)], [0.75, 0.0]),
+        (CacheSpreadScorer(), REQ, [replica("a", held=30), replica("b", held=15), replica("c")], [0.0, 0.5, 1.0]),
+        (CacheSpreadScorer(), REQ, [replica("a"), replica("b")], [1.0, 1.0]),
     ],
 )
 def test_scorers(scorer, request_, replicas, expected):

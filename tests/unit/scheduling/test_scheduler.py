@@ -94,3 +94,11 @@ def test_decode_pool_full_is_no_replicas():
         scheduler().schedule(REQ, [replica("p1")], [replica("d1", kv=0.99)])
     with pytest.raises(NoReplicas, match="none alive"):
         scheduler().schedule(REQ, [replica("p1")], [])
+
+
+def test_new_prefixes_spread_over_the_pool_and_known_ones_stick():
+    """On an idle pool, a prefix nobody holds goes to the emptier cache; a held one stays put."""
+    p = profile(scorers={"prefix_cache": 2.0, "queue": 1.0, "cache_spread": 0.5})
+    new = p.rank(REQ, [replica("a", held=20), replica("b", held=5)])
+    known = p.rank(REQ, [replica("a", held=20, matched=8), replica("b", held=5)])
+    assert (new.ranking[0], known.ranking[0]) == ("b", "a")

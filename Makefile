@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pdserve-setup-$(shell sha256sum pyproject.toml | cut -c1-12)
 PROTOS := $(wildcard proto/pdserve/v1/*.proto)
-STUBS := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
+STUBS := $(patsubst proto/pdserve/v1/%.proto,pdserve/v1/%_pb2.py,$(PROTOS))
 MODEL := .cache/models/SmolLM2-135M-Instruct/.complete
 
 .PHONY: setup run test test-unit test-integration bench proto clean-setup
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.pdserve-setup-*
 	touch $@
 
-%_pb2.py: proto/%.proto $(STAMP)
+$(STUBS): pdserve/v1/%_pb2.py: proto/pdserve/v1/%.proto $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. --pyi_out=. $<
 
 proto: $(STUBS)

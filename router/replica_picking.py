@@ -5,7 +5,7 @@ router's scheduler (router/scheduling) has already ranked the replicas, and pass
 in the call's `session_id` (Serve's stickiness field) as `pin:<id>,<id>,...`; this class honours
 it: the first live replica of the ranking is tried first, the others of the ranking next, then
 any other live replica. Without a pin (or when none of the pinned replicas is alive) the
-configured fallback policy ranks the live replicas. The replica set (and its health) stays Serve's.
+configured fallback picker (router/scheduling/pickers.py) orders the live replicas. The replica set (and its health) stays Serve's.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import List, Optional
 
 from ray.serve.request_router import FIFOMixin, PendingRequest, RequestRouter, RunningReplica
 
-from router.policies import make_policy
+from router.scheduling.pickers import PICKERS
 
 PIN_PREFIX = "pin:"
 
@@ -32,7 +32,9 @@ def pinned_ranking(session_id: str | None) -> list[str]:
 
 class PolicyRequestRouter(FIFOMixin, RequestRouter):
     def initialize_state(self, policy: str = "round_robin", **_ignored) -> None:
-        self._policy = make_policy(policy)
+        if policy not in PICKERS:
+            raise ValueError(f"unknown policy {policy!r}; known: {sorted(PICKERS)}")
+        self._fallback = PICKERS[policy]()
 
     async def choose_replicas(
         self,
@@ -46,7 +48,7 @@ class PolicyRequestRouter(FIFOMixin, RequestRouter):
         ranked = [by_id[r] for r in wanted if r in by_id]
         rest = sorted((r for r in candidate_replicas if r.replica_id.unique_id not in set(wanted)), key=lambda r: r.replica_id.unique_id)
         if not ranked:
-            ranked = [rest[i] for i in self._policy.rank([r.replica_id.unique_id for r in rest])]
-            rest = []
+            order = self._fallback.order([r.replica_id.unique_id for r in rest], {})
+            ranked, rest = [by_id[r] for r in order], []
         # One replica per rank: Serve tries them in order, moving on only when one's queue is full.
         return [[r] for r in ranked + rest]

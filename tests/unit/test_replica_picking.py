@@ -46,3 +46,10 @@ def test_no_pin_uses_the_fallback_policy():
 
 def test_no_replicas():
     assert choose(make_router(), [], pin(["a"])) == []
+
+
+def test_unknown_fallback_policy_names_the_known_ones():
+    import pytest
+
+    with pytest.raises(ValueError, match="round_robin"):
+        make_router("fastest")

@@ -1,9 +1,15 @@
 """Prefix-aware routing against round-robin, on one cluster, in one go.
 
 The cluster: 2 prefill replicas (one core each) and 1 decode replica of the embedded model, with a
-deliberately small prefill KV cache (`--blocks` per replica): the realistic regime where the system
-prompts in use do not all fit in one replica's cache. The workload: `--groups` groups of requests,
-each group sharing a long system prompt, with a distinct question per request, in a shuffled order.
+deliberately small prefill KV cache (`--blocks` per replica). The workload: `--groups` groups of
+requests, each group sharing a long system prompt (about 8 blocks of 128 tokens), with a distinct
+question per request, arriving in rounds (every group once per round, in a fresh random order).
+The defaults (17 groups, 72 blocks) put it in the regime that decides whether routing matters: the
+system prompts in use (128 full blocks) do not fit in one replica's cache, but half of them (about
+64 blocks) do. Round-robin makes both replicas cache
+every prompt, and each evicts a prompt before it comes back; prefix-aware routing gives each prompt
+one home. With everything fitting in one cache (e.g. `--groups 7`) both policies hit, and the gap
+is only each group's first miss on each replica.
 
 Each phase starts from empty prefix caches and the same workload, and differs only in the prefill
 profile (swapped live on the router):
@@ -13,7 +19,7 @@ Every request is disaggregated in both phases (decider threshold 0), so the pref
 Printed: prefill prefix-cache hit rate (engine-reported hits / queried tokens) and TTFT p50/p90,
 side by side, with the ratios. Targets: hit rate >= 2x round-robin's, TTFT p50 <= 0.6x.
 
-    python benchmarks/bench_prefix_routing.py [--groups 7] [--per-group 6] [--concurrency 2]
+    python benchmarks/bench_prefix_routing.py [--groups 17] [--per-group 5] [--blocks 72] [--order rounds|shuffled] [--seed 11]
 """
 
 from __future__ import annotations
@@ -34,18 +40,29 @@ def system_prompt(group: int, words: int) -> str:
     return f"You are the {topic} assistant of team {group}. Follow these rules exactly: {body}."
 
 
-def workload(groups: int, per_group: int, words: int, seed: int = 11) -> list[tuple[int, str]]:
-    """Every group's requests, shuffled with a fixed seed (the same order in both phases).
+def workload(groups: int, per_group: int, words: int, seed: int = 11, order: str = "rounds") -> list[tuple[int, str]]:
+    """Every group's requests in a fixed pseudo-random order (the same in both phases).
 
-    An odd group count matters for an interleaved order: with an even one, round-robin over two
-    replicas would send group g to replica g mod 2 every time, perfect affinity by accident."""
+    "rounds": steady multi-tenant traffic: each round every group sends one request, the groups in
+    a fresh shuffled order each round. "shuffled": all requests in one shuffle, so a group's
+    requests can bunch up or spread out by chance.
+    An odd group count matters for interleaved orders: with an even one, round-robin over two
+    replicas can send group g to the same replica every time, perfect affinity by accident."""
     prompts = {g: system_prompt(g, words) for g in range(groups)}
-    items = [
-        (g, f"{prompts[g]}\nUser question {q} for team {g}: what is the first rule?\nAnswer:")
-        for q in range(per_group)
-        for g in range(groups)
-    ]
-    random.Random(seed).shuffle(items)
+    rng = random.Random(seed)
+
+    def request(g: int, q: int) -> tuple[int, str]:
+        return g, f"{prompts[g]}\nUser question {q} for team {g}: what is the first rule?\nAnswer:"
+
+    if order == "rounds":
+        items = []
+        for q in range(per_group):
+            round_groups = list(range(groups))
+            rng.shuffle(round_groups)
+            items += [request(g, q) for g in round_groups]
+        return items
+    items = [request(g, q) for q in range(per_group) for g in range(groups)]
+    rng.shuffle(items)
     return items
 
 
@@ -89,10 +106,12 @@ def run_phase(address: str, router, cluster_reset, scheduling: dict, requests, c
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--groups", type=int, default=7)
-    parser.add_argument("--per-group", type=int, default=6)
+    parser.add_argument("--groups", type=int, default=17)
+    parser.add_argument("--per-group", type=int, default=5)
     parser.add_argument("--words", type=int, default=120, help="system prompt length in words (about 5 tokens each)")
-    parser.add_argument("--blocks", type=int, default=36, help="KV blocks (128 tokens) per prefill replica")
+    parser.add_argument("--blocks", type=int, default=72, help="KV blocks (128 tokens) per prefill replica")
+    parser.add_argument("--seed", type=int, default=11, help="workload shuffle seed")
+    parser.add_argument("--order", choices=("rounds", "shuffled"), default="rounds", help="request order (see workload())")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=4)
     args = parser.parse_args()
@@ -116,7 +135,7 @@ def main() -> None:
     config = base.model_copy(
         update={"name": "pdserve-bench", "prefill": prefill, "router": base.router.model_copy(update={"scheduling": scheduling})}
     )
-    requests = workload(args.groups, args.per_group, args.words)
+    requests = workload(args.groups, args.per_group, args.words, args.seed, args.order)
     print(f"starting 2 prefill ({args.blocks} blocks each) + 1 decode replica ...", flush=True)
     with LocalCluster(config) as cluster:
         router = serve.get_deployment_handle("Router", app_name=config.name)
@@ -131,8 +150,14 @@ def main() -> None:
                     assert handle.options(session_id=pin([replica])).holds_no_kv_blocks.remote().result(timeout_s=30)
             time.sleep(1.0)
 
-        tokens = len(requests[0][1].split()) * 5
-        print(f"workload: {args.groups} groups x {args.per_group} requests, system prompt ~{tokens} tokens, "
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(config.model.resolved_path())
+        prompt_tokens = [len(tokenizer.encode(prompt)) for _, prompt in requests]
+        shared_tokens = [len(tokenizer.encode(system_prompt(g, args.words))) for g in range(args.groups)]
+        shared_blocks = sum(t // config.block_size for t in shared_tokens)
+        print(f"workload: {args.groups} groups x {args.per_group} requests ({args.order}, seed {args.seed}), prompts {min(prompt_tokens)}-{max(prompt_tokens)} "
+              f"tokens, shared system prompts {shared_blocks} full blocks in all ({args.blocks} per replica), "
               f"concurrency {args.concurrency}, {args.max_tokens} output tokens", flush=True)
         base_scheduling = scheduling.model_dump()
         phases = {

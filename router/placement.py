@@ -2,7 +2,7 @@
 
     placement = Placement.create(redis, config)     one per router replica
     await placement.start()                         load both pools' prefix index mirrors and load views
-    decision = await placement.place(token_ids)     memory only: hashing, index lookup, scoring
+    decision = await placement.place(tokens, n)     memory only: hashing, index lookup, scoring
     with placement.track(decision): ...             this router's in-flight count per replica
 
 The prefix index and the load views live in Redis (every replica reports there) and each router
@@ -63,9 +63,9 @@ class Placement:
             await asyncio.wait(self._tasks, timeout=3.0)
         self._tasks = []
 
-    async def place(self, token_ids: list[int]) -> Decision:
+    async def place(self, token_ids: list[int], max_tokens: int = 0) -> Decision:
         hashes = self.hasher.chain(token_ids)
-        request = RequestView(prompt_tokens=len(token_ids), block_hashes=hashes, block_size=self.hasher.block_size)
+        request = RequestView(len(token_ids), hashes, self.hasher.block_size, max_tokens)
         return self.scheduler.schedule(
             request,
             self._views("prefill", self.mirrors["prefill"].match(hashes)),

@@ -22,7 +22,9 @@ class Scheduler:
         if not decode_result.ranking:
             raise NoReplicas(f"no decode replica can take the request ({_why(decode, decode_result)})")
         chosen = next(r for r in decode if r.replica == decode_result.ranking[0])
-        disaggregate, reason = self.decider.disaggregate(request.prompt_tokens, chosen.matched_blocks * request.block_size)
+        disaggregate, reason = self.decider.disaggregate(
+            request.prompt_tokens, chosen.matched_blocks * request.block_size, request.max_tokens
+        )
         if not disaggregate or not prefill:
             return Decision(COLOCATED, decode_result.ranking, [], chosen.matched_blocks, 0, reason if disaggregate is False else "no prefill replica alive")
         prefill_result = self.prefill.rank(request, prefill)

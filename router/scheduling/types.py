@@ -23,6 +23,7 @@ class RequestView:
     prompt_tokens: int
     block_hashes: list[int]
     block_size: int
+    max_tokens: int = 0  # the output budget asked for; 0 when not known
 
     @property
     def total_blocks(self) -> int:

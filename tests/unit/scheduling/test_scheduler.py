@@ -60,17 +60,19 @@ def scheduler(min_uncached=64):
 
 
 @pytest.mark.parametrize(
-    "prompt_tokens, decode_matched, prefill_alive, route",
+    "prompt_tokens, decode_matched, prefill_alive, max_tokens, route",
     [
-        (1024, 0, True, DISAGGREGATED),  # long, nothing cached on decode
-        (40, 0, True, COLOCATED),  # short prompt
-        (1024, 8, True, COLOCATED),  # long, but decode holds all of it (a follow-up turn)
-        (1024, 7, True, DISAGGREGATED),  # 128 uncached tokens >= 64
-        (1024, 0, False, COLOCATED),  # no prefill replica alive: decode prefills itself
+        (1024, 0, True, 64, DISAGGREGATED),  # long, nothing cached on decode
+        (40, 0, True, 64, COLOCATED),  # short prompt
+        (1024, 8, True, 64, COLOCATED),  # long, but decode holds all of it (a follow-up turn)
+        (1024, 7, True, 64, DISAGGREGATED),  # 128 uncached tokens >= 64
+        (1024, 0, False, 64, COLOCATED),  # no prefill replica alive: decode prefills itself
+        (1024, 0, True, 1, COLOCATED),  # one output token: there is no decode phase to hand off to
+        (1024, 0, True, 0, DISAGGREGATED),  # output budget not known
     ],
 )
-def test_decisions(prompt_tokens, decode_matched, prefill_alive, route):
-    request = RequestView(prompt_tokens=prompt_tokens, block_hashes=list(range(prompt_tokens // 128)), block_size=128)
+def test_decisions(prompt_tokens, decode_matched, prefill_alive, max_tokens, route):
+    request = RequestView(prompt_tokens, list(range(prompt_tokens // 128)), 128, max_tokens)
     prefill = [replica("p1"), replica("p2", matched=3)] if prefill_alive else []
     decision = scheduler().schedule(request, prefill, [replica("d1", matched=decode_matched)])
     assert decision.route == route

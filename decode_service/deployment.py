@@ -14,6 +14,7 @@ away) aborts the engine request, which also tells the prefill replica to free it
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -78,7 +79,7 @@ class DecodeServer:
             )
 
     def figures(self) -> dict:
-        return {"replica": self.replica_id, "first_token_mismatches": self.first_token_mismatches, **self.engine.live_figures()}
+        return {"replica": self.replica_id, "pid": os.getpid(), "first_token_mismatches": self.first_token_mismatches, **self.engine.live_figures()}
 
     def record_routing_stats(self) -> dict:
         return self.engine.figures.snapshot()

@@ -154,6 +154,18 @@ class RedisSpec(_Strict):
     namespace: str = Field("pdserve", description="Key prefix, so clusters can share a Redis.")
 
 
+class RecoverySpec(_Strict):
+    """What the router does when a replica or an engine fails a request it has accepted."""
+
+    prefill_attempts: int = Field(2, ge=1, description="Prefill replicas tried for one request (the next-ranked after a loss); "
+                                  "after that decode prefills the prompt itself.")
+    prefill_timeout_s: float = Field(120, gt=0, description="A prefill that has not answered after this is cancelled: UNAVAILABLE.")
+    decode_resumes: int = Field(2, ge=0, description="Times one stream is resumed on a decode replica (with the tokens sent so far "
+                                "as prompt) after its decode replica died or its engine failed the request.")
+    resume_wait_s: float = Field(180, gt=0, description="How long a resume waits for a decode replica to take it "
+                                 "(a replacement replica loads its engine first).")
+
+
 class RouterSpec(_Strict):
     host: str = Field("127.0.0.1", description="Address the gRPC ingress binds to.")
     grpc_port: int = Field(50051, ge=1, le=65535, description="gRPC ingress port (SO_REUSEPORT: router replicas on a node share it).")
@@ -163,6 +175,7 @@ class RouterSpec(_Strict):
     max_ongoing_requests: int = Field(1024, ge=1, description="Concurrent requests per router replica.")
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     admission: AdmissionSpec = Field(default_factory=AdmissionSpec)
+    recovery: RecoverySpec = Field(default_factory=RecoverySpec)
     max_prompt_tokens: int | None = Field(None, ge=1, description="Longest prompt admitted; null: the model's max_model_len minus 1.")
     max_output_tokens: int = Field(1024, ge=1, description="Largest max_tokens admitted.")
     request_timeout_s: float = Field(300, gt=0, description="A request still running after this is cancelled with DEADLINE_EXCEEDED.")

@@ -10,6 +10,7 @@ A cancelled call aborts the engine request, which frees its blocks at once.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 
@@ -60,7 +61,7 @@ class PrefillServer:
         )
 
     def figures(self) -> dict:
-        return {"replica": self.replica_id, **self.engine.live_figures()}
+        return {"replica": self.replica_id, "pid": os.getpid(), **self.engine.live_figures()}
 
     def record_routing_stats(self) -> dict:
         """Ray Serve polls this; the request router reads it as `replica.routing_stats`."""

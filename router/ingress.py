@@ -56,7 +56,7 @@ class Router(inference_pb2_grpc.InferenceServicer):
         self.admission = Admission(
             self.redis, self.config.redis.namespace, self.config.router.admission, lease_s=self.config.router.request_timeout_s
         )
-        self.path = RequestPath(prefill_handle, decode_handle, self.placement)
+        self.path = RequestPath(prefill_handle, decode_handle, self.placement, self.config.router.recovery)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.server = await self._start_server()
         self._health_task = asyncio.get_running_loop().create_task(self._watch_pools())
@@ -155,6 +155,10 @@ class Router(inference_pb2_grpc.InferenceServicer):
     async def pool_figures(self) -> dict[str, dict[str, dict[str, float]]]:
         """Every live replica's last reported figures, per pool, as this router sees them."""
         return {pool: {r: dict(load.figures or {}) for r, load in view.replicas.items()} for pool, view in self.placement.loads.items()}
+
+    async def recovery_figures(self) -> dict:
+        """How often this router recovered accepted requests from failed replicas or engines."""
+        return self.path.recoveries.snapshot()
 
     async def __del__(self):
         if getattr(self, "server", None) is not None:

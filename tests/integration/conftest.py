@@ -28,6 +28,16 @@ PROMPTS = [
     {"prompt": "Inventory log: " + BLOCK_WORDS + ". Summary:", "max_tokens": 16},
 ]
 
+# For the fault tests (tests/integration/test_faults.py): prompts no other test sends, so nothing
+# of them is cached when a replica is killed under them.
+FAULT_PROMPTS = {
+    # long enough that prefill is still running when its replica is killed
+    "prefill_killed": {"prompt": "Audit trail: " + " ".join(f"entry{i}" for i in range(470)) + ". Findings:", "max_tokens": 12},
+    # a long generation, so the decode replica can be killed mid-stream
+    "decode_killed": {"prompt": "Ship manifest: " + " ".join(f"crate{i}" for i in range(120)) + ". The crates, counted again: crate0, crate1,", "max_tokens": 96},
+    "kv_pull_failed": {"prompt": "Parts list: " + " ".join(f"part{i}" for i in range(300)) + ". Summary:", "max_tokens": 12},
+}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -59,11 +69,11 @@ def test_config():
 
 
 @pytest.fixture(scope="session")
-def reference_tokens(tmp_path_factory, test_config):
-    """Greedy tokens of a single co-located engine for PROMPTS, computed before the cluster starts."""
+def all_reference_tokens(tmp_path_factory, test_config):
+    """Greedy tokens of a single co-located engine for every test prompt, computed before the cluster starts."""
     folder = tmp_path_factory.mktemp("reference")
     prompts, out = folder / "prompts.json", folder / "out.json"
-    prompts.write_text(json.dumps(PROMPTS))
+    prompts.write_text(json.dumps(PROMPTS + list(FAULT_PROMPTS.values())))
     subprocess.run(
         [
             sys.executable,
@@ -77,11 +87,24 @@ def reference_tokens(tmp_path_factory, test_config):
         timeout=600,
         capture_output=True,
     )
-    return json.loads(out.read_text())
+    tokens = json.loads(out.read_text())
+    return {"prompts": tokens[: len(PROMPTS)], "faults": dict(zip(FAULT_PROMPTS, tokens[len(PROMPTS) :]))}
 
 
 @pytest.fixture(scope="session")
-def cluster(test_config, reference_tokens):
+def reference_tokens(all_reference_tokens):
+    """Greedy tokens of PROMPTS on one co-located engine."""
+    return all_reference_tokens["prompts"]
+
+
+@pytest.fixture(scope="session")
+def fault_reference_tokens(all_reference_tokens):
+    """Greedy tokens of FAULT_PROMPTS on one co-located engine, by name."""
+    return all_reference_tokens["faults"]
+
+
+@pytest.fixture(scope="session")
+def cluster(test_config, all_reference_tokens):
     from pdserve.cluster import LocalCluster
 
     running = LocalCluster(test_config).start()

@@ -11,28 +11,16 @@ import pytest
 from pdserve.client import make_request
 from pdserve.v1 import inference_pb2
 from tests.integration.conftest import PROMPTS
+from tests.integration import helpers
 
 pytestmark = pytest.mark.integration
-
-
-def _greedy(item, request_id=""):
-    return make_request(item["prompt"], max_tokens=item["max_tokens"], temperature=0.0, request_id=request_id)
-
-
-def _route(client, request) -> tuple[list[int], str, inference_pb2.GenerateResponse]:
-    ids, route, last = [], "", None
-    for response in client.stream(request):
-        route = route or response.route
-        ids.extend(response.token_ids)
-        last = response
-    return ids, route, last
 
 
 def test_greedy_tokens_equal_a_single_colocated_engine(client, reference_tokens, test_config):
     threshold = test_config.router.scheduling.min_uncached_tokens_to_disaggregate
     routes = []
     for i, (item, expected) in enumerate(zip(PROMPTS, reference_tokens)):
-        ids, route, last = _route(client, _greedy(item, request_id=f"equal-{i}"))
+        ids, route, last = helpers.route(client, helpers.greedy(item, request_id=f"equal-{i}"))
         assert ids == expected, f"prompt {i} ({route}): {ids} != {expected}"
         assert last.usage.completion_tokens == len(ids)
         expected_route = "disaggregated" if last.usage.prompt_tokens >= threshold else "colocated"
@@ -46,7 +34,7 @@ def test_decode_pulls_the_kv_instead_of_recomputing(client, decode_figures):
     # A prompt neither engine has seen: its first block differs from every earlier prompt's.
     item = {"prompt": f"Fresh log {time.time_ns()}: " + PROMPTS[-1]["prompt"], "max_tokens": 4}
     before = decode_figures()
-    ids, route, last = _route(client, _greedy(item, request_id="pull-check"))
+    ids, route, last = helpers.route(client, helpers.greedy(item, request_id="pull-check"))
     after = decode_figures()
     assert route == "disaggregated"
     pulled = after["prompt_tokens_kv_transfer"] - before["prompt_tokens_kv_transfer"]
@@ -79,7 +67,7 @@ def test_eight_concurrent_requests_all_complete_with_the_right_tokens(client, re
 
     def run(job):
         index, request_id = job
-        ids, _, last = _route(client, _greedy(PROMPTS[index], request_id=request_id))
+        ids, _, last = helpers.route(client, helpers.greedy(PROMPTS[index], request_id=request_id))
         return index, ids, last
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -133,24 +121,10 @@ def test_standard_grpc_health_check_is_served(cluster):
     assert status == health_pb2.HealthCheckResponse.SERVING
 
 
-def _wait_until_no_kv_blocks_held(cluster, timeout_s=15.0) -> dict:
-    """Poll both pools until neither engine holds a KV block; returns the last answer per pool."""
-    from ray import serve
-
-    handles = {pool: serve.get_deployment_handle(name, app_name=cluster.config.name)
-               for pool, name in (("prefill", "PrefillServer"), ("decode", "DecodeServer"))}
-    deadline = time.monotonic() + timeout_s
-    while True:
-        free = {pool: h.holds_no_kv_blocks.remote().result(timeout_s=30) for pool, h in handles.items()}
-        if all(free.values()) or time.monotonic() > deadline:
-            return free
-        time.sleep(0.5)
-
-
 def test_no_kv_block_is_held_after_requests_finish(client, cluster):
     for i, item in enumerate(PROMPTS):
-        _route(client, _greedy(item, request_id=f"leak-{i}"))
-    assert _wait_until_no_kv_blocks_held(cluster) == {"prefill": True, "decode": True}
+        helpers.route(client, helpers.greedy(item, request_id=f"leak-{i}"))
+    assert helpers.wait_until_no_kv_blocks_held(cluster) == {"prefill": True, "decode": True}
 
 
 def test_cancelled_request_frees_its_blocks_on_both_pools(client, cluster, decode_figures):
@@ -164,9 +138,9 @@ def test_cancelled_request_frees_its_blocks_on_both_pools(client, cluster, decod
     while decode_figures()["unfinished_requests"] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert decode_figures()["unfinished_requests"] == 0
-    assert _wait_until_no_kv_blocks_held(cluster) == {"prefill": True, "decode": True}
+    assert helpers.wait_until_no_kv_blocks_held(cluster) == {"prefill": True, "decode": True}
     # The cluster still serves afterwards.
-    ids, _, _ = _route(client, _greedy(PROMPTS[0]))
+    ids, _, _ = helpers.route(client, helpers.greedy(PROMPTS[0]))
     assert ids
 
 
@@ -179,7 +153,7 @@ def test_engine_kv_events_feed_the_prefix_index_the_router_reads(client, cluster
     router = serve.get_deployment_handle("Router", app_name=cluster.config.name)
     before = router.placement_snapshot.remote(prompt).result(timeout_s=30)
     assert before["prefill_matched_blocks"] == 0
-    ids, route, last = _route(client, make_request(prompt, max_tokens=2, temperature=0.0))
+    ids, route, last = helpers.route(client, make_request(prompt, max_tokens=2, temperature=0.0))
     assert route == "disaggregated"
     full_blocks = last.usage.prompt_tokens // cluster.config.block_size
     deadline = time.monotonic() + 10

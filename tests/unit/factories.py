@@ -74,14 +74,16 @@ class FakeResponse:
 class FakeStream:
     """Stands in for a streaming Serve DeploymentResponseGenerator."""
 
-    def __init__(self, chunks, error: BaseException | None = None):
-        self._chunks, self._error = list(chunks), error
+    def __init__(self, chunks, error: BaseException | None = None, delay: float = 0.0):
+        self._chunks, self._error, self._delay = list(chunks), error, delay
         self.cancelled = False
 
     def __aiter__(self):
         return self._gen()
 
     async def _gen(self):
+        if self._delay:
+            await asyncio.sleep(self._delay)
         for chunk in self._chunks:
             yield chunk
         if self._error is not None:
@@ -113,9 +115,11 @@ class FakePrefillHandle:
 
 
 class FakeDecodeHandle:
-    def __init__(self, stream: FakeStream):
-        self.stream = stream
-        self.generate = FakeMethod([stream])
+    """One FakeStream per generate call, in order."""
+
+    def __init__(self, *streams: FakeStream):
+        self.stream = streams[0]
+        self.generate = FakeMethod(streams)
         self.pins = []
 
     def options(self, session_id=None, **_):

@@ -21,6 +21,7 @@ from typing import AsyncIterator
 
 from decode_service.stream import FirstTokenSkipper
 from kv_transfer.handoff import decode_params
+from pdserve import tracing
 from pdserve.config import ClusterConfig
 from pdserve.engine import sampling_params, start_engine
 from pdserve.v1 import handoff_pb2
@@ -45,6 +46,7 @@ class DecodeChunk:
 class DecodeServer:
     async def __init__(self, config: dict):
         self.config = ClusterConfig.model_validate(config)
+        tracing.setup_tracing(self.config, "pdserve-decode")
         self.replica_id = _replica_name("decode")
         self.engine = start_engine(self.config, self.config.decode, "kv_consumer", self.replica_id)
         self.reporting = ReplicaReporting(self.config, "decode", self.replica_id, self.engine.events_endpoint, self.engine.live_figures)
@@ -57,26 +59,35 @@ class DecodeServer:
         params = sampling_params(request.sampling, kv_transfer_params=kv_params, delta=True)
         skipper = FirstTokenSkipper.for_request(request)
         engine_request_id = f"{request.request_id}-d{uuid.uuid4().hex[:6]}"
-        async for output in self.engine.engine.generate(
-            {"prompt_token_ids": list(request.prompt_token_ids)}, params, engine_request_id
-        ):
-            completion = output.outputs[0]
-            token_ids, text = skipper.feed(list(completion.token_ids), completion.text)
-            if skipper.mismatched:
-                self.first_token_mismatches += 1
-                skipper.mismatched = False
-                logger.warning("request %s: decode's first token differs from prefill's", request.request_id)
-            finish = completion.finish_reason
-            if not token_ids and not text and finish is None:
-                continue
-            yield DecodeChunk(
-                token_ids=token_ids,
-                text=text,
-                finish_reason=finish,
-                prompt_tokens=len(request.prompt_token_ids),
-                cached_prompt_tokens=output.num_cached_tokens or 0,
-                replica=self.replica_id,
-            )
+        attributes = {"pdserve.replica": self.replica_id, "pdserve.prompt_tokens": len(request.prompt_token_ids),
+                      "pdserve.kv_pull": kv_params is not None}
+        with tracing.span("pdserve.decode", request.trace_context, **attributes) as (span, _):
+            generated, cached = 0, 0
+            async for output in self.engine.engine.generate(
+                {"prompt_token_ids": list(request.prompt_token_ids)}, params, engine_request_id
+            ):
+                completion = output.outputs[0]
+                token_ids, text = skipper.feed(list(completion.token_ids), completion.text)
+                if skipper.mismatched:
+                    self.first_token_mismatches += 1
+                    skipper.mismatched = False
+                    logger.warning("request %s: decode's first token differs from prefill's", request.request_id)
+                finish = completion.finish_reason
+                generated += len(token_ids)
+                cached = output.num_cached_tokens or cached
+                if finish is not None:
+                    span.set_attributes({"pdserve.finish_reason": finish, "pdserve.tokens": generated,
+                                         "pdserve.cached_prompt_tokens": cached})
+                if not token_ids and not text and finish is None:
+                    continue
+                yield DecodeChunk(
+                    token_ids=token_ids,
+                    text=text,
+                    finish_reason=finish,
+                    prompt_tokens=len(request.prompt_token_ids),
+                    cached_prompt_tokens=cached,
+                    replica=self.replica_id,
+                )
 
     def figures(self) -> dict:
         return {"replica": self.replica_id, "pid": os.getpid(), "first_token_mismatches": self.first_token_mismatches, **self.engine.live_figures()}

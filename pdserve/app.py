@@ -1,4 +1,4 @@
-"""Building the Serve application from a ClusterConfig: router -> prefill pool, decode pool."""
+"""Building the Serve application from a ClusterConfig: router (gRPC + HTTP) -> prefill pool, decode pool."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pdserve.config import ClusterConfig, PoolSpec
 from prefill_service.deployment import PrefillServer
 from decode_service.deployment import DecodeServer
 from router.ingress import Router
+from router.openai_api import openai_app
 from router.replica_picking import PolicyRequestRouter
 
 ROUTING_STATS_PERIOD_S = 1.0
@@ -51,7 +52,8 @@ def build_app(config: ClusterConfig):
     decode = serve.deployment(DecodeServer).options(
         **_pool_options(config, config.decode)
     ).bind(raw)
-    router = serve.deployment(Router).options(
+    # The router serves gRPC itself and the OpenAI HTTP API through Serve's HTTP proxy.
+    router = serve.deployment(serve.ingress(openai_app)(Router)).options(
         num_replicas=config.router.replicas,
         ray_actor_options={"num_cpus": config.router.num_cpus},
         max_ongoing_requests=config.router.max_ongoing_requests,

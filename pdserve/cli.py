@@ -57,13 +57,17 @@ def cmd_up(args) -> int:
           f"of {config.model.served_name}; engines take a minute on CPU ...", file=sys.stderr)
     cluster = LocalCluster(config).start()
     try:
-        print(f"serving pdserve.v1.Inference on {cluster.grpc_address}", file=sys.stderr)
+        print(f"serving pdserve.v1.Inference (gRPC) on {cluster.grpc_address}, "
+              f"the OpenAI API on {cluster.http_address}/v1", file=sys.stderr)
         if args.demo:
             print(f"demo request (chat): {args.demo}", file=sys.stderr)
             _stream_to_terminal(cluster.grpc_address, make_request(chat=[("user", args.demo)], max_tokens=64))
         if args.exit_after_demo:
             return 0
-        print(f"try: .venv/bin/pdserve generate --address {cluster.grpc_address} 'Hello'   (Ctrl-C stops)", file=sys.stderr)
+        print(f"try: .venv/bin/pdserve generate --address {cluster.grpc_address} 'Hello'\n"
+              f"  or: curl {cluster.http_address}/v1/chat/completions -H 'Content-Type: application/json' "
+              f"-d '{{\"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}], \"max_tokens\": 32}}'"
+              f"   (Ctrl-C stops)", file=sys.stderr)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:

@@ -20,6 +20,8 @@ logger = logging.getLogger("pdserve.cluster")
 class LocalCluster:
     config: ClusterConfig
     grpc_address: str = ""
+    http_address: str = ""
+    metrics_address: str = ""
     started_ray: bool = False
     redis_server: object = None
 
@@ -41,6 +43,12 @@ class LocalCluster:
             self.config = self.config.model_copy(
                 update={"redis": self.config.redis.model_copy(update={"url": self.redis_server.url})}
             )
+        tracing = self.config.observability.tracing
+        if tracing.exporter == "file" and not os.path.isabs(tracing.file_path):
+            # Replicas run in Ray's working folders: give them this process's idea of the path.
+            absolute = tracing.model_copy(update={"file_path": os.path.abspath(tracing.file_path)})
+            observability = self.config.observability.model_copy(update={"tracing": absolute})
+            self.config = self.config.model_copy(update={"observability": observability})
         if not ray.is_initialized():
             if self.config.ray.address:
                 ray.init(address=self.config.ray.address, logging_level=logging.WARNING)
@@ -51,13 +59,20 @@ class LocalCluster:
                     include_dashboard=False,
                     logging_level=logging.WARNING,
                     log_to_driver=self.config.ray.log_to_driver,
+                    # Ray's per-node Prometheus endpoint, where every replica's pdserve_* metrics appear
+                    # (bound to the node address, 127.0.0.1 here).
+                    _metrics_export_port=self.config.observability.metrics_export_port,
                 )
                 self.started_ray = True
         serve.start(http_options={"host": self.config.router.host, "port": self.config.router.http_port})
         started = time.monotonic()
-        handle = serve.run(build_app(self.config), name=self.config.name, route_prefix=None)
+        handle = serve.run(build_app(self.config), name=self.config.name, route_prefix="/")
         self.grpc_address = handle.ready.remote().result(timeout_s=60)
-        logger.info("cluster %s serving on %s after %.0f s", self.config.name, self.grpc_address, time.monotonic() - started)
+        self.http_address = f"http://{self.config.router.host}:{self.config.router.http_port}"
+        if self.started_ray and self.config.observability.metrics_export_port:
+            self.metrics_address = f"http://{self.config.ray.node_ip}:{self.config.observability.metrics_export_port}/metrics"
+        logger.info("cluster %s serving gRPC on %s and HTTP on %s after %.0f s", self.config.name, self.grpc_address,
+                    self.http_address, time.monotonic() - started)
         return self
 
     def stop(self) -> None:

@@ -181,6 +181,24 @@ class RouterSpec(_Strict):
     request_timeout_s: float = Field(300, gt=0, description="A request still running after this is cancelled with DEADLINE_EXCEEDED.")
 
 
+class TracingSpec(_Strict):
+    exporter: Literal["none", "otlp", "file"] = Field(
+        "none", description="'otlp' sends spans to otlp_endpoint (gRPC); 'file' appends them as JSON lines to file_path."
+    )
+    otlp_endpoint: str = Field("http://127.0.0.1:4317", description="OTLP/gRPC collector address (exporter 'otlp').")
+    file_path: str = Field(".cache/traces/spans.jsonl", description="Where exporter 'file' writes (every process appends).")
+    sample_ratio: float = Field(1.0, ge=0, le=1, description="Fraction of requests traced (parent-based below the router).")
+
+
+class ObservabilitySpec(_Strict):
+    tracing: TracingSpec = Field(default_factory=TracingSpec)
+    metrics_export_port: int | None = Field(
+        8080, ge=1, le=65535,
+        description="Port of Ray's per-node Prometheus endpoint (in-process Ray only; a `ray up` cluster sets it with "
+        "`ray start --metrics-export-port`). Every replica's pdserve_* metrics appear there as ray_pdserve_*.",
+    )
+
+
 class RayCluster(_Strict):
     address: str | None = Field(None, description="Ray address to join ('auto' on a `ray up` cluster); null starts Ray in-process.")
     node_ip: str = Field("127.0.0.1", description="Address an in-process Ray advertises and binds to.")
@@ -197,6 +215,7 @@ class ClusterConfig(_Strict):
     router: RouterSpec = Field(default_factory=RouterSpec)
     ray: RayCluster = Field(default_factory=RayCluster)
     redis: RedisSpec = Field(default_factory=RedisSpec)
+    observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
     env: dict[str, str] = Field(default_factory=dict, description="Environment for every replica (e.g. UCX or vLLM settings).")
 
     @model_validator(mode="after")
@@ -207,13 +226,15 @@ class ClusterConfig(_Strict):
             raise ValueError("kv_transfer.buffer_device 'cuda' needs engines with device 'cuda'")
         if self.prefill.engine.block_size != self.decode.engine.block_size:
             raise ValueError("prefill and decode must use the same block_size")
-        if self.router.grpc_port == self.router.http_port:
-            raise ValueError(f"router.grpc_port and router.http_port are both {self.router.grpc_port}")
         ports = self.kv_transfer.side_channel_ports
-        for name in ("grpc_port", "http_port"):
-            port = getattr(self.router, name)
+        named = {"router.grpc_port": self.router.grpc_port, "router.http_port": self.router.http_port}
+        if self.observability.metrics_export_port is not None:
+            named["observability.metrics_export_port"] = self.observability.metrics_export_port
+        if len(set(named.values())) < len(named):
+            raise ValueError(f"ports must differ: {named}")
+        for name, port in named.items():
             if ports != "auto" and ports[0] <= port <= ports[1]:
-                raise ValueError(f"router.{name} {port} lies inside kv_transfer.side_channel_ports {ports}")
+                raise ValueError(f"{name} {port} lies inside kv_transfer.side_channel_ports {ports}")
         max_prompt = self.router.max_prompt_tokens
         if max_prompt is not None and max_prompt >= self.model.max_model_len:
             raise ValueError(f"router.max_prompt_tokens ({max_prompt}) must be below model.max_model_len ({self.model.max_model_len})")

@@ -17,6 +17,7 @@ import uuid
 from ray import serve
 
 from kv_transfer.handoff import handoff_from_vllm, prefill_params
+from pdserve import tracing
 from pdserve.config import ClusterConfig
 from pdserve.engine import sampling_params, start_engine
 from pdserve.v1 import handoff_pb2
@@ -28,6 +29,7 @@ logger = logging.getLogger("pdserve.prefill")
 class PrefillServer:
     async def __init__(self, config: dict):
         self.config = ClusterConfig.model_validate(config)
+        tracing.setup_tracing(self.config, "pdserve-prefill")
         self.replica_id = _replica_name("prefill")
         self.engine = start_engine(self.config, self.config.prefill, "kv_producer", self.replica_id)
         self.reporting = ReplicaReporting(self.config, "prefill", self.replica_id, self.engine.events_endpoint, self.engine.live_figures)
@@ -38,14 +40,21 @@ class PrefillServer:
         started = time.perf_counter()
         params = sampling_params(request.sampling, max_tokens=1, kv_transfer_params=prefill_params())
         engine_request_id = f"{request.request_id}-p{uuid.uuid4().hex[:6]}"
-        final = None
-        async for output in self.engine.engine.generate(
-            {"prompt_token_ids": list(request.prompt_token_ids)}, params, engine_request_id
-        ):
-            final = output
-        completion = final.outputs[0]
-        if completion.finish_reason == "error" or not completion.token_ids:
-            raise RuntimeError(f"prefill engine failed request {request.request_id}")
+        attributes = {"pdserve.replica": self.replica_id, "pdserve.prompt_tokens": len(request.prompt_token_ids)}
+        with tracing.span("pdserve.prefill", request.trace_context, **attributes) as (span, _):
+            final = None
+            async for output in self.engine.engine.generate(
+                {"prompt_token_ids": list(request.prompt_token_ids)}, params, engine_request_id
+            ):
+                final = output
+            completion = final.outputs[0]
+            if completion.finish_reason == "error" or not completion.token_ids:
+                raise RuntimeError(f"prefill engine failed request {request.request_id}")
+            handoff = handoff_from_vllm(final.kv_transfer_params, self.config.kv_transfer.connector)
+            span.set_attributes({
+                "pdserve.cached_prompt_tokens": final.num_cached_tokens or 0,
+                "pdserve.kv_blocks_held": sum(len(g.block_ids) for g in handoff.remote_block_groups) if handoff else 0,
+            })
         hit_eos_or_stop = completion.finish_reason == "stop"
         return handoff_pb2.PrefillResult(
             request_id=request.request_id,
@@ -53,7 +62,7 @@ class PrefillServer:
             first_token_text=completion.text,
             finished=hit_eos_or_stop or request.sampling.max_tokens <= 1,
             finish_reason="stop" if hit_eos_or_stop else "length",
-            handoff=handoff_from_vllm(final.kv_transfer_params, self.config.kv_transfer.connector),
+            handoff=handoff,
             prompt_tokens=len(request.prompt_token_ids),
             cached_prompt_tokens=final.num_cached_tokens or 0,
             replica=self.replica_id,

@@ -1,4 +1,5 @@
-"""The router's gRPC ingress: a Ray Serve replica that serves `pdserve.v1.Inference` itself.
+"""The router's ingress: a Ray Serve replica that serves `pdserve.v1.Inference` over gRPC itself
+and the OpenAI-compatible HTTP API (router/openai_api.py) through Serve's HTTP proxy.
 
 Why not Serve's own gRPC proxy: in Ray 2.60 it binds `[::]:<port>` with no host option
 (ray/serve/_private/grpc_util.py), and this product binds every server to the address the
@@ -6,23 +7,29 @@ operator names. Each router replica runs a `grpc.aio` server on `router.host:rou
 with SO_REUSEPORT, so replicas on one node share the port and the kernel spreads connections.
 The replica also serves the standard `grpc.health.v1.Health` service.
 
-Per request: check -> tokenize -> admit -> place -> RequestPath.generate -> stream; the typed
-errors of the core become status codes here and nowhere else.
+Per request, for both APIs (`generate_stream`): check -> tokenize -> admit -> place ->
+RequestPath.generate -> stream, within router.request_timeout_s; the typed errors of the core
+become status codes in the two front ends and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import AsyncIterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ray import serve
 
+from pdserve import tracing
 from pdserve.config import ClusterConfig, SchedulingSpec
+from pdserve.metrics import RequestClock, RouterMetrics
 from pdserve.v1 import inference_pb2, inference_pb2_grpc
 from router.admission import Admission
-from router.errors import RequestError
+from router.errors import DeadlineExceeded, RequestError
+from router.openai_api import OpenAIRoutes
 from router.placement import Placement
 from router.request_path import RequestPath
 from router.tokenization import PromptTokenizer
@@ -39,9 +46,10 @@ logger = logging.getLogger("pdserve.router")
 SERVICE_NAME = "pdserve.v1.Inference"
 
 
-class Router(inference_pb2_grpc.InferenceServicer):
+class Router(OpenAIRoutes, inference_pb2_grpc.InferenceServicer):
     async def __init__(self, config: dict, prefill_handle, decode_handle):
         self.config = ClusterConfig.model_validate(config)
+        self.started_at = int(time.time())
         self.limits = Limits(
             max_prompt_tokens=self.config.max_prompt_tokens,
             max_output_tokens=self.config.router.max_output_tokens,
@@ -56,7 +64,10 @@ class Router(inference_pb2_grpc.InferenceServicer):
         self.admission = Admission(
             self.redis, self.config.redis.namespace, self.config.router.admission, lease_s=self.config.router.request_timeout_s
         )
+        tracing.setup_tracing(self.config, "pdserve-router")
+        self.metrics = RouterMetrics()
         self.path = RequestPath(prefill_handle, decode_handle, self.placement, self.config.router.recovery)
+        self.path.recoveries.on_count = lambda cause: self.metrics.recoveries.inc(tags={"cause": cause})
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.server = await self._start_server()
         self._health_task = asyncio.get_running_loop().create_task(self._watch_pools())
@@ -76,11 +87,8 @@ class Router(inference_pb2_grpc.InferenceServicer):
 
     async def Generate(self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
         try:
-            validated = self._validate(request)
-            cost = len(validated.prompt_token_ids) + validated.sampling.max_tokens
-            async with self.admission.admit(validated.tenant, validated.priority, cost, validated.request_id):
-                async for response in self.path.generate(validated):
-                    await context.write(response)
+            async for response in self.generate_stream(request):
+                await context.write(response)
         except RequestError as exc:
             await context.abort(exc.grpc_code, str(exc))
         except asyncio.CancelledError:
@@ -96,11 +104,77 @@ class Router(inference_pb2_grpc.InferenceServicer):
             pools=pools,
         )
 
+    # --- one request, for both front ends ---------------------------------------------------------
+
+    async def generate_stream(
+        self, request: inference_pb2.GenerateRequest, fill_max_tokens: bool = False
+    ) -> AsyncIterator[inference_pb2.GenerateResponse]:
+        """Check, tokenize, admit and run one request, streaming its responses; raises RequestError.
+
+        `fill_max_tokens`: a max_tokens of 0 means "what the context leaves" (the OpenAI API's
+        default for chat), capped by router.max_output_tokens. Each request is one trace
+        (pdserve.request) and one set of metric observations (pdserve/metrics.py)."""
+        clock = RequestClock(self.metrics, time.monotonic())
+        outcome, last = "error", None
+        with tracing.span("pdserve.request", None, **{"pdserve.request_id": request.request_id or None}) as (span, carrier):
+            try:
+                validated = self._validate(request, fill_max_tokens)
+                validated.trace_context.update(carrier)
+                priority = "batch" if validated.priority == inference_pb2.PRIORITY_BATCH else "interactive"
+                span.set_attributes({"pdserve.request_id": validated.request_id, "pdserve.tenant": validated.tenant,
+                                     "pdserve.priority": priority, "pdserve.prompt_tokens": len(validated.prompt_token_ids),
+                                     "pdserve.max_tokens": validated.sampling.max_tokens})
+                cost = len(validated.prompt_token_ids) + validated.sampling.max_tokens
+                deadline = time.monotonic() + self.config.router.request_timeout_s
+                async with self.admission.admit(validated.tenant, validated.priority, cost, validated.request_id):
+                    clock.admitted(time.monotonic(), priority)
+                    responses = self.path.generate(validated)
+                    try:
+                        while True:
+                            try:
+                                response = await asyncio.wait_for(anext(responses), deadline - time.monotonic())
+                            except StopAsyncIteration:
+                                break
+                            except asyncio.TimeoutError:
+                                raise DeadlineExceeded(
+                                    f"request {validated.request_id} ran past router.request_timeout_s "
+                                    f"({self.config.router.request_timeout_s:g} s) and was cancelled"
+                                ) from None
+                            clock.tokens(time.monotonic(), len(response.token_ids), response.route)
+                            last = response
+                            yield response
+                    finally:
+                        await responses.aclose()
+                outcome = "ok"
+            except RequestError as exc:
+                outcome = exc.outcome
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                outcome = "cancelled"
+                raise
+            finally:
+                usage = last.usage if last is not None and last.HasField("usage") else None
+                clock.finished(time.monotonic(), outcome, usage)
+                span.set_attributes({"pdserve.outcome": outcome, "pdserve.route": clock.route})
+                if usage is not None:
+                    span.set_attributes({"pdserve.completion_tokens": usage.completion_tokens,
+                                         "pdserve.cached_prompt_tokens": usage.cached_prompt_tokens})
+
+    async def serving(self) -> bool:
+        """Whether both pools have a healthy replica (what the health endpoints answer)."""
+        return all(p.healthy_replicas > 0 for p in await asyncio.to_thread(self._pool_health))
+
     # --- steps ----------------------------------------------------------------------------------
 
-    def _validate(self, request: inference_pb2.GenerateRequest) -> ValidatedRequest:
-        check_request(request, self.limits)
-        token_ids = self.tokenizer.encode(request)
+    def _validate(self, request: inference_pb2.GenerateRequest, fill_max_tokens: bool = False) -> ValidatedRequest:
+        if fill_max_tokens and request.max_tokens == 0:
+            request.max_tokens = self.limits.max_output_tokens  # capped to the context below, once the prompt is tokenized
+            check_request(request, self.limits)
+            token_ids = self.tokenizer.encode(request)
+            request.max_tokens = max(1, min(request.max_tokens, self.limits.max_model_len - len(token_ids)))
+        else:
+            check_request(request, self.limits)
+            token_ids = self.tokenizer.encode(request)
         check_prompt_length(len(token_ids), request.max_tokens, self.limits)
         return ValidatedRequest(
             request_id=request_id_for(request),
@@ -128,7 +202,7 @@ class Router(inference_pb2_grpc.InferenceServicer):
         """Keep grpc.health.v1 in step with the pools (a load balancer's readiness probe reads it)."""
         while True:
             try:
-                serving = all(p.healthy_replicas > 0 for p in await asyncio.to_thread(self._pool_health))
+                serving = await self.serving()
             except Exception:  # the controller can be briefly unreachable; report not serving meanwhile
                 serving = False
             status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING

@@ -25,11 +25,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from decode_service.deployment import DecodeChunk
+from pdserve import tracing
 from pdserve.config import RecoverySpec
 from router.errors import Unavailable
 from router.placement import Placement
@@ -55,10 +56,13 @@ class RecoveryCounts:
     decode_resumes: int = 0  # a stream resumed on a decode replica after its replica or engine failed
     unrecovered: int = 0  # requests that ended UNAVAILABLE after an accepted start
     by_cause: dict[str, int] = field(default_factory=dict)
+    on_count: Callable[[str], None] | None = None  # the router exports each count as a metric
 
     def count(self, what: str, cause: str) -> None:
         setattr(self, what, getattr(self, what) + 1)
         self.by_cause[cause] = self.by_cause.get(cause, 0) + 1
+        if self.on_count is not None:
+            self.on_count(cause)
 
     def snapshot(self) -> dict:
         return {"prefill_retries": self.prefill_retries, "prefill_fallbacks": self.prefill_fallbacks,
@@ -82,10 +86,16 @@ class RequestPath:
         self.recoveries = RecoveryCounts()
 
     async def generate(self, request: ValidatedRequest) -> AsyncIterator[inference_pb2.GenerateResponse]:
-        try:
-            decision = await self._placement.place(request.prompt_token_ids, request.sampling.max_tokens)
-        except NoReplicas as exc:
-            raise Unavailable(str(exc)) from exc
+        with tracing.span("pdserve.place", request.trace_context) as (span, _):
+            try:
+                decision = await self._placement.place(request.prompt_token_ids, request.sampling.max_tokens)
+            except NoReplicas as exc:
+                raise Unavailable(str(exc)) from exc
+            span.set_attributes({"pdserve.route": decision.route, "pdserve.reason": decision.reason,
+                                 "pdserve.prefill_ranking": ",".join(decision.prefill[:4]),
+                                 "pdserve.decode_ranking": ",".join(decision.decode[:4]),
+                                 "pdserve.prefill_matched_blocks": decision.prefill_matched_blocks,
+                                 "pdserve.decode_matched_blocks": decision.decode_matched_blocks})
         replicas = decision.decode[:1] + decision.prefill[:1]
         with self._placement.track(*replicas):
             try:
@@ -148,30 +158,42 @@ class RequestPath:
         # call pinned to a lost replica alone would wait for its replacement to load an engine.)
         attempts = min(self._recovery.prefill_attempts, max(1, len(ranking)))
         for attempt in range(1, attempts + 1):
-            response = self._prefill.options(session_id=pin(ranking[attempt - 1 :])).prefill.remote(prefill_request)
-            started = time.perf_counter()
-            try:
-                result = await asyncio.wait_for(_awaited(response), timeout)
-                logger.info(
-                    "request %s: prefill on %s (ranked %s) took %.3f s, engine %.3f s, %d/%d prompt tokens cached",
-                    request.request_id, result.replica, ranking[:2], time.perf_counter() - started,
-                    result.prefill_seconds, result.cached_prompt_tokens, result.prompt_tokens,
-                )
-                if attempt > 1:
-                    self.recoveries.count("prefill_retries", "prefill_replica_lost")
+            with tracing.span("pdserve.prefill_call", request.trace_context, **{"pdserve.attempt": attempt}) as (span, carrier):
+                result = await self._prefill_attempt(request, prefill_request, ranking, attempt, timeout, span, carrier)
+            if result is not None:
                 return result
-            except asyncio.TimeoutError as exc:
-                response.cancel()
-                raise Unavailable(f"no prefill replica answered within {timeout:g} s") from exc
-            except asyncio.CancelledError:
-                response.cancel()
-                raise
-            except Exception as exc:  # nothing was sent to the client yet: another replica may serve it
-                cause = "prefill_replica_lost" if isinstance(exc, _REPLICA_GONE) else "prefill_failed"
-                logger.warning("request %s: prefill attempt %d failed (%s): %s", request.request_id, attempt, cause, _reason(exc))
         logger.warning("request %s: prefill failed %d times; decode prefills it", request.request_id, attempts)
         self.recoveries.count("prefill_fallbacks", "prefill_pool_failed")
         return None
+
+    async def _prefill_attempt(self, request, prefill_request, ranking, attempt, timeout, span, carrier):
+        """One prefill call: the result, or None when this replica failed and another may serve it."""
+        prefill_request.trace_context.clear()
+        prefill_request.trace_context.update(carrier)
+        response = self._prefill.options(session_id=pin(ranking[attempt - 1 :])).prefill.remote(prefill_request)
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(_awaited(response), timeout)
+        except asyncio.TimeoutError as exc:
+            response.cancel()
+            raise Unavailable(f"no prefill replica answered within {timeout:g} s") from exc
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
+        except Exception as exc:  # nothing was sent to the client yet: another replica may serve it
+            cause = "prefill_replica_lost" if isinstance(exc, _REPLICA_GONE) else "prefill_failed"
+            logger.warning("request %s: prefill attempt %d failed (%s): %s", request.request_id, attempt, cause, _reason(exc))
+            span.set_attributes({"pdserve.failure": cause, "pdserve.error": _reason(exc)})
+            return None
+        logger.info(
+            "request %s: prefill on %s (ranked %s) took %.3f s, engine %.3f s, %d/%d prompt tokens cached",
+            request.request_id, result.replica, ranking[:2], time.perf_counter() - started,
+            result.prefill_seconds, result.cached_prompt_tokens, result.prompt_tokens,
+        )
+        span.set_attributes({"pdserve.replica": result.replica, "pdserve.cached_prompt_tokens": result.cached_prompt_tokens})
+        if attempt > 1:
+            self.recoveries.count("prefill_retries", "prefill_replica_lost")
+        return result
 
     async def stream_decode(
         self, request: ValidatedRequest, decode_request: handoff_pb2.DecodeRequest, ranking: list[str], sent: list[int]
@@ -183,10 +205,13 @@ class RequestPath:
         while True:
             progressed = False
             try:
-                async for chunk in self.run_decode(decode_request, ranking, first_chunk_within=wait_s):
-                    progressed = True
-                    sent.extend(chunk.token_ids)
-                    yield chunk
+                with tracing.span("pdserve.decode_call", request.trace_context, **{"pdserve.resume": resumes}) as (_, carrier):
+                    decode_request.trace_context.clear()
+                    decode_request.trace_context.update(carrier)
+                    async for chunk in self.run_decode(decode_request, ranking, first_chunk_within=wait_s):
+                        progressed = True
+                        sent.extend(chunk.token_ids)
+                        yield chunk
                 return
             except _DecodeFailed as failure:
                 owed = request.sampling.max_tokens - len(sent)

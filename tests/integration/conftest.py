@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pdserve.client import InferenceClient
-from pdserve.config import TenantLimits, load_config
+from pdserve.config import ObservabilitySpec, TenantLimits, TracingSpec, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_DTYPE = "float32"
@@ -46,11 +46,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def test_config():
+def test_config(tmp_path_factory):
     config = load_config(ROOT / "configs" / "local.yaml")
+    observability = ObservabilitySpec(
+        tracing=TracingSpec(exporter="file", file_path=str(tmp_path_factory.mktemp("traces") / "spans.jsonl")),
+        metrics_export_port=free_port(),
+    )
     return config.model_copy(
         update={
             "name": "pdserve-test",
+            "observability": observability,
             # float32 on both sides of every equality check: in bfloat16 this model has exact ties
             # between top tokens (seen: two candidates both at logprob -2.154), which kernels break
             # differently; float32 compares the path, not the rounding.
@@ -125,3 +130,8 @@ def decode_figures(cluster):
 
     handle = serve.get_deployment_handle("DecodeServer", app_name=cluster.config.name)
     return lambda: handle.figures.remote().result(timeout_s=30)
+
+
+def pytest_collection_modifyitems(items):
+    """The fault tests kill replicas (each replacement costs an engine start): run them last."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0].endswith("test_faults.py"))

@@ -53,7 +53,13 @@ class LocalCluster:
             if self.config.ray.address:
                 ray.init(address=self.config.ray.address, logging_level=logging.WARNING)
             else:
+                loopback = self.config.ray.node_ip in ("127.0.0.1", "localhost")
+                if loopback:
+                    _keep_ray_on_loopback()
+                # The setup hook keeps Serve's per-replica gRPC server on loopback too.
                 ray.init(
+                    runtime_env={"worker_process_setup_hook": "pdserve.cluster.keep_serve_replica_servers_on_loopback"}
+                    if loopback else None,
                     _node_ip_address=self.config.ray.node_ip,
                     num_cpus=self.config.ray.num_cpus,
                     include_dashboard=False,
@@ -97,3 +103,37 @@ class LocalCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _keep_ray_on_loopback() -> None:
+    """Make an in-process, single-node Ray bind and advertise 127.0.0.1, daemons included.
+
+    Ray 2.60 turns `_node_ip_address="127.0.0.1"` into the machine's eth0 address
+    (ray._private.services.resolve_ip_for_localhost) unless multi-node clustering is off, which is
+    what RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 says (it is read once, at import, hence the constant
+    too). With it, GCS, raylet, the agents and the metrics endpoint all listen on loopback. The
+    environment variable reaches every process Ray starts."""
+    import ray._private.ray_constants as ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def keep_serve_replica_servers_on_loopback() -> None:
+    """Ray worker setup hook (in-process Ray on loopback only): every Ray Serve 2.60 replica starts
+    an inter-deployment gRPC server on the hard-coded address "[::]:0"
+    (ray/serve/_private/replica.py, `_on_initialized`); bind it to 127.0.0.1 instead. The patch is
+    confined to that one call site and changes nothing else."""
+    from ray.serve._private import replica
+
+    if getattr(replica.add_port_to_grpc_server, "_pdserve_loopback", False):
+        return
+    original = replica.add_port_to_grpc_server
+
+    def add_port_on_loopback(server, address: str):
+        if address.startswith("[::]:"):
+            address = "127.0.0.1:" + address.rsplit(":", 1)[1]
+        return original(server, address)
+
+    add_port_on_loopback._pdserve_loopback = True
+    replica.add_port_to_grpc_server = add_port_on_loopback

@@ -184,3 +184,18 @@ def test_tenant_over_quota_is_refused_at_once_with_resource_exhausted(client):
     assert time.perf_counter() - started < 2.0  # refused, not timed out
     # Other tenants are not affected.
     assert list(client.stream(make_request("Hello there", max_tokens=2, tenant="someone-else")))
+
+
+def test_every_server_the_cluster_started_listens_on_loopback_only(cluster):
+    """Ray's daemons, Serve's proxy, the router, the engines' NIXL side channels, Redis: every
+    listening socket of this process's descendants is bound to 127.0.0.1."""
+    import os
+
+    import psutil
+
+    mine = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
+    listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in mine]
+    assert len(listening) > 10, "expected Ray, Serve, router, engines and Redis to be listening"
+    exposed = [(c.laddr.ip, c.laddr.port, psutil.Process(c.pid).name()) for c in listening
+               if c.laddr.ip not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
+    assert not exposed, exposed

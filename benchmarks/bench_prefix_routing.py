@@ -29,6 +29,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from cluster_tools import reset_prefix_caches
 from pdserve.client import InferenceClient, make_request
 
 TOPICS = ["billing", "shipping", "returns", "security", "onboarding", "payroll", "travel", "hardware", "legal", "research"]
@@ -120,7 +121,6 @@ def main() -> None:
 
     from pdserve.cluster import LocalCluster
     from pdserve.config import load_config
-    from router.replica_picking import pin
 
     base = load_config("configs/local.yaml")
     prefill = base.prefill.model_copy(
@@ -139,16 +139,8 @@ def main() -> None:
     print(f"starting 2 prefill ({args.blocks} blocks each) + 1 decode replica ...", flush=True)
     with LocalCluster(config) as cluster:
         router = serve.get_deployment_handle("Router", app_name=config.name)
-        pools = {"prefill": "PrefillServer", "decode": "DecodeServer"}
-
         def reset_caches():
-            """Empty every replica's prefix cache (each call pinned to one replica)."""
-            figures = router.pool_figures.remote().result(timeout_s=30)
-            for pool, name in pools.items():
-                handle = serve.get_deployment_handle(name, app_name=config.name)
-                for replica in figures[pool]:
-                    assert handle.options(session_id=pin([replica])).holds_no_kv_blocks.remote().result(timeout_s=30)
-            time.sleep(1.0)
+            reset_prefix_caches(config.name)
 
         from transformers import AutoTokenizer
 

@@ -105,6 +105,27 @@ def cmd_check_config(args) -> int:
     return 0
 
 
+def cmd_loadgen(args) -> int:
+    import asyncio
+
+    from pdserve import loadgen
+
+    workload = loadgen.Workload(groups=args.groups, shared_words=args.shared_words, question_words=args.question_words,
+                                output_tokens=args.output_tokens, seed=args.seed)
+    rates = [float(r) for r in args.rates.split(",")]
+    print(f"open-loop Poisson load on {args.address}: rates {rates} req/s, {args.duration:g} s each; {workload}", flush=True)
+    results = asyncio.run(loadgen.sweep(args.address, workload, rates, args.duration, args.slo_ttft_p90, args.slo_itl_p90,
+                                        report=lambda line: print(line, flush=True)))
+    best = loadgen.goodput(results)
+    if args.slo_ttft_p90 is not None or args.slo_itl_p90 is not None:
+        slo = f"TTFT p90 <= {args.slo_ttft_p90} s, ITL p90 <= {args.slo_itl_p90} s"
+        print(f"goodput under SLO ({slo}): " + (f"{best.offered_rps:g} req/s, {best.output_tok_s:.1f} output tok/s"
+                                                  if best else "no rate met it"))
+    if args.out:
+        loadgen.save(args.out, results, address=args.address, workload=vars(args))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pdserve", description="Disaggregated prefill/decode serving on Ray Serve + vLLM + NIXL")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +142,19 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--temperature", type=float, default=0.0)
     gen.add_argument("--seed", type=int, default=None)
     gen.set_defaults(func=cmd_generate)
+    load = sub.add_parser("loadgen", help="open-loop load at several rates: latency/throughput frontier (pdserve/loadgen.py)")
+    load.add_argument("--address", default="127.0.0.1:50051")
+    load.add_argument("--rates", default="0.25,0.5,1,2", help="offered request rates, requests/s, comma-separated")
+    load.add_argument("--duration", type=float, default=30, help="seconds of arrivals per rate")
+    load.add_argument("--groups", type=int, default=8, help="shared system prompts")
+    load.add_argument("--shared-words", type=int, default=150)
+    load.add_argument("--question-words", type=int, default=30)
+    load.add_argument("--output-tokens", type=int, default=48)
+    load.add_argument("--seed", type=int, default=7)
+    load.add_argument("--slo-ttft-p90", type=float, default=None, help="seconds")
+    load.add_argument("--slo-itl-p90", type=float, default=None, help="seconds")
+    load.add_argument("--out", help="write every figure as JSON here")
+    load.set_defaults(func=cmd_loadgen)
     check = sub.add_parser("check-config", help="validate a cluster config")
     check.add_argument("config")
     check.set_defaults(func=cmd_check_config)

@@ -84,6 +84,7 @@ class RequestPath:
         self._placement = placement
         self._recovery = recovery
         self.recoveries = RecoveryCounts()
+        self._background: set[asyncio.Task] = set()  # block releases still running
 
     async def generate(self, request: ValidatedRequest) -> AsyncIterator[inference_pb2.GenerateResponse]:
         with tracing.span("pdserve.place", request.trace_context) as (span, _):
@@ -126,6 +127,8 @@ class RequestPath:
             if prefill.finished:
                 first.finish_reason = _FINISH.get(prefill.finish_reason, inference_pb2.FINISH_REASON_LENGTH)
                 first.usage.CopyFrom(_usage(prefill.prompt_tokens, 1, prefill.cached_prompt_tokens))
+                if prefill.HasField("handoff"):
+                    self._release_prefill_blocks(request, prefill.handoff, decision.decode)
                 yield first
                 return
             yield first
@@ -144,6 +147,26 @@ class RequestPath:
                 response.finish_reason = _FINISH.get(chunk.finish_reason, inference_pb2.FINISH_REASON_LENGTH)
                 response.usage.CopyFrom(_usage(len(request.prompt_token_ids), len(sent), chunk.cached_prompt_tokens))
             yield response
+
+    def _release_prefill_blocks(self, request: ValidatedRequest, handoff: handoff_pb2.KVHandoff, ranking: list[str]) -> None:
+        """The first token ended the request, so no decode will pull the blocks prefill kept for it.
+        vLLM 0.32's NixlConnector frees them only on a consumer's read notification or at lease end
+        (kv_transfer.lease_seconds); a one-token pull by decode, in the background, is the prompt
+        release (and leaves the prompt in decode's prefix cache for a follow-up turn)."""
+        sampling = handoff_pb2.SamplingSpec(max_tokens=1, temperature=0.0, top_p=1.0)
+        drain = handoff_pb2.DecodeRequest(request_id=f"{request.request_id}-release", prompt_token_ids=request.prompt_token_ids,
+                                          sampling=sampling, handoff=handoff)
+
+        async def pull() -> None:
+            try:
+                async for _ in self.run_decode(drain, ranking):
+                    pass
+            except Exception as exc:  # the lease still frees them, later
+                logger.info("request %s: releasing prefill's blocks failed (%s); the lease frees them", request.request_id, _reason(exc))
+
+        task = asyncio.get_running_loop().create_task(pull())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def run_prefill(self, request: ValidatedRequest, ranking: list[str]) -> handoff_pb2.PrefillResult | None:
         """The prefill result, or None when every attempt failed (decode is to prefill it instead)."""

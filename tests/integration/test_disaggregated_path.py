@@ -199,3 +199,19 @@ def test_every_server_the_cluster_started_listens_on_loopback_only(cluster):
     exposed = [(c.laddr.ip, c.laddr.port, psutil.Process(c.pid).name()) for c in listening
                if c.laddr.ip not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
     assert not exposed, exposed
+
+
+def test_first_token_that_ends_the_request_releases_prefill_blocks_before_the_lease(client, cluster, reference_tokens):
+    """A stop string matching the first token: the answer ends at prefill, and decode's one-token
+    pull frees the blocks prefill kept (else they would wait out the 30 s lease)."""
+    from transformers import AutoTokenizer
+
+    first_text = AutoTokenizer.from_pretrained(cluster.config.model.resolved_path()).decode([reference_tokens[-1][0]])
+    request = helpers.greedy(PROMPTS[-1], request_id="ends-at-first-token")
+    request.stop[:] = [first_text]
+    ids, route, last = helpers.route(client, request)
+    assert (route, ids) == ("disaggregated", [reference_tokens[-1][0]])
+    assert last.finish_reason == inference_pb2.FINISH_REASON_STOP
+    started = time.monotonic()
+    assert helpers.wait_until_no_kv_blocks_held(cluster, timeout_s=10) == {"prefill": True, "decode": True}
+    assert time.monotonic() - started < cluster.config.kv_transfer.lease_seconds / 2

@@ -94,13 +94,21 @@ def test_short_prompt_is_served_by_decode_alone():
     assert responses[-1].usage.completion_tokens == 2
 
 
-def test_first_token_that_finishes_skips_decode():
+def test_first_token_that_finishes_ends_the_stream_and_decode_only_releases_the_blocks():
     prefill = FakePrefillHandle(FakeResponse(_prefill_result(finished=True, finish_reason="stop")))
-    decode = FakeDecodeHandle(FakeStream([]))
-    responses = asyncio.run(_collect(_path(prefill, decode), make_validated(100)))
-    assert len(responses) == 1
+    decode = FakeDecodeHandle(FakeStream(_chunks(99)))
+
+    async def run():
+        responses = await _collect(_path(prefill, decode), make_validated(100))
+        await asyncio.sleep(0.05)  # the background release
+        return responses
+
+    responses = asyncio.run(run())
+    assert len(responses) == 1 and list(responses[0].token_ids) == [11]
     assert responses[0].finish_reason == inference_pb2.FINISH_REASON_STOP
-    assert decode.generate.calls == []
+    release = decode.generate.calls[0]  # a one-token pull of the held blocks, its output dropped
+    assert release.handoff.remote_engine_id == "prefill-abc" and release.sampling.max_tokens == 1
+    assert release.request_id == "r1-release"
 
 
 def test_engine_error_that_keeps_failing_becomes_unavailable_not_an_empty_success():

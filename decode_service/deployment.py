@@ -6,7 +6,7 @@ Call order (from the router, through a streaming Serve handle):
         connector (NIXL), then continues generation; the first token, which the router already
         sent to the client, is not repeated.
         without a handoff: the engine prefills the prompt itself (colocated serving).
-    figures() -> dict                             live load, cache and transfer figures
+    figures(), check_health(), ...                the replica's lifecycle (pdserve/engine_replica.py)
 Every running sequence shares the engine's continuous batch. Closing the stream (the client went
 away) aborts the engine request, which also tells the prefill replica to free its blocks.
 """
@@ -14,7 +14,6 @@ away) aborts the engine request, which also tells the prefill replica to free it
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -22,11 +21,9 @@ from typing import AsyncIterator
 from decode_service.stream import FirstTokenSkipper
 from kv_transfer.handoff import decode_params
 from pdserve import tracing
-from pdserve.config import ClusterConfig
-from pdserve.engine import sampling_params, start_engine
+from pdserve.engine import sampling_params
+from pdserve.engine_replica import EngineReplica
 from pdserve.v1 import handoff_pb2
-from router.replica_reporting import ReplicaReporting
-from prefill_service.deployment import _replica_name
 
 logger = logging.getLogger("pdserve.decode")
 
@@ -43,16 +40,12 @@ class DecodeChunk:
     replica: str = ""
 
 
-class DecodeServer:
+class DecodeServer(EngineReplica):
+    pool = "decode"
+
     async def __init__(self, config: dict):
-        self.config = ClusterConfig.model_validate(config)
-        tracing.setup_tracing(self.config, "pdserve-decode")
-        self.replica_id = _replica_name("decode")
-        self.engine = start_engine(self.config, self.config.decode, "kv_consumer", self.replica_id)
-        self.reporting = ReplicaReporting(self.config, "decode", self.replica_id, self.engine.events_endpoint, self.engine.live_figures)
-        await self.reporting.start()
         self.first_token_mismatches = 0
-        logger.info("decode engine %s ready, side channel port %d", self.engine.engine_id, self.engine.side_channel_port)
+        await self.start_replica(config)
 
     async def generate(self, request: handoff_pb2.DecodeRequest) -> AsyncIterator[DecodeChunk]:
         kv_params = decode_params(request.handoff) if request.HasField("handoff") else None
@@ -90,21 +83,4 @@ class DecodeServer:
                 )
 
     def figures(self) -> dict:
-        return {"replica": self.replica_id, "pid": os.getpid(), "first_token_mismatches": self.first_token_mismatches, **self.engine.live_figures()}
-
-    def record_routing_stats(self) -> dict:
-        return self.engine.figures.snapshot()
-
-    async def check_health(self) -> None:
-        await self.engine.check_health()
-
-    async def holds_no_kv_blocks(self) -> bool:
-        return await self.engine.holds_no_kv_blocks()
-
-    async def __del__(self):
-        reporting = getattr(self, "reporting", None)
-        if reporting is not None:
-            await reporting.stop()
-        engine = getattr(self, "engine", None)
-        if engine is not None:
-            engine.shutdown()
+        return {**super().figures(), "first_token_mismatches": self.first_token_mismatches}

@@ -3,38 +3,30 @@
 Call order (from the router, through a Serve handle):
     prefill(PrefillRequest) -> PrefillResult      runs the prompt, clamped to one token; the engine
                                                   keeps the prompt's KV blocks for decode's pull
-    figures() -> dict                             live load and cache figures of this engine
+    figures(), check_health(), ...                the replica's lifecycle (pdserve/engine_replica.py)
 A cancelled call aborts the engine request, which frees its blocks at once.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 
-from ray import serve
-
 from kv_transfer.handoff import handoff_from_vllm, prefill_params
 from pdserve import tracing
-from pdserve.config import ClusterConfig
-from pdserve.engine import sampling_params, start_engine
+from pdserve.engine import sampling_params
+from pdserve.engine_replica import EngineReplica
 from pdserve.v1 import handoff_pb2
-from router.replica_reporting import ReplicaReporting
 
 logger = logging.getLogger("pdserve.prefill")
 
 
-class PrefillServer:
+class PrefillServer(EngineReplica):
+    pool = "prefill"
+
     async def __init__(self, config: dict):
-        self.config = ClusterConfig.model_validate(config)
-        tracing.setup_tracing(self.config, "pdserve-prefill")
-        self.replica_id = _replica_name("prefill")
-        self.engine = start_engine(self.config, self.config.prefill, "kv_producer", self.replica_id)
-        self.reporting = ReplicaReporting(self.config, "prefill", self.replica_id, self.engine.events_endpoint, self.engine.live_figures)
-        await self.reporting.start()
-        logger.info("prefill engine %s ready, side channel port %d", self.engine.engine_id, self.engine.side_channel_port)
+        await self.start_replica(config)
 
     async def prefill(self, request: handoff_pb2.PrefillRequest) -> handoff_pb2.PrefillResult:
         started = time.perf_counter()
@@ -68,31 +60,3 @@ class PrefillServer:
             replica=self.replica_id,
             prefill_seconds=time.perf_counter() - started,
         )
-
-    def figures(self) -> dict:
-        return {"replica": self.replica_id, "pid": os.getpid(), **self.engine.live_figures()}
-
-    def record_routing_stats(self) -> dict:
-        """Ray Serve polls this; the request router reads it as `replica.routing_stats`."""
-        return self.engine.figures.snapshot()
-
-    async def check_health(self) -> None:
-        await self.engine.check_health()
-
-    async def holds_no_kv_blocks(self) -> bool:
-        return await self.engine.holds_no_kv_blocks()
-
-    async def __del__(self):
-        reporting = getattr(self, "reporting", None)
-        if reporting is not None:
-            await reporting.stop()
-        engine = getattr(self, "engine", None)
-        if engine is not None:
-            engine.shutdown()
-
-
-def _replica_name(pool: str) -> str:
-    try:
-        return serve.get_replica_context().replica_id.unique_id
-    except Exception:  # outside Serve (direct construction in a test)
-        return f"{pool}-{uuid.uuid4().hex[:8]}"

@@ -9,7 +9,6 @@ A cancelled call aborts the engine request, which frees its blocks at once.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 
@@ -18,8 +17,6 @@ from pdserve import tracing
 from pdserve.engine import sampling_params
 from pdserve.engine_replica import EngineReplica
 from pdserve.v1 import handoff_pb2
-
-logger = logging.getLogger("pdserve.prefill")
 
 
 class PrefillServer(EngineReplica):

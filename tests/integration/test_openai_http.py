@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from pdserve.client import make_request
+from tests.integration import helpers
 from tests.integration.conftest import PROMPTS
 
 pytestmark = pytest.mark.integration
@@ -123,3 +124,18 @@ def test_tenant_over_quota_gets_429_at_once(http):
 
 def test_health_endpoint(http):
     assert http.get("/health").json() == {"status": "serving"}
+
+
+def test_client_that_drops_a_stream_frees_everything(http, cluster, decode_figures):
+    payload = {"prompt": f"Drop me {time.time_ns()}: " + PROMPTS[-1]["prompt"], "max_tokens": 500, "stream": True}
+    with http.stream("POST", "/v1/completions", json=payload) as response:
+        lines = response.iter_lines()
+        events = [line for line in (next(lines) for _ in range(4)) if line.startswith("data: ")]
+        assert events, "the stream started"
+    # The connection is closed: Serve cancels the handler, the router aborts both engine requests
+    # (500 tokens would take decode over 10 s here; the check allows 5).
+    deadline = time.monotonic() + 5
+    while decode_figures()["unfinished_requests"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert decode_figures()["unfinished_requests"] == 0
+    assert helpers.wait_until_no_kv_blocks_held(cluster) == {"prefill": True, "decode": True}

@@ -144,6 +144,12 @@ class AdmissionSpec(_Strict):
     max_queue_wait_s: float = Field(30, gt=0, description="A request waiting longer than this is refused with RESOURCE_EXHAUSTED.")
     default_tenant: TenantLimits = Field(default_factory=TenantLimits)
     tenants: dict[str, TenantLimits] = Field(default_factory=dict, description="Per-tenant overrides of default_tenant.")
+    on_redis_error: Literal["admit", "refuse"] = Field(
+        "admit",
+        description="When Redis cannot answer the tenant checks within redis_timeout_s: 'admit' skips them (each router's "
+        "own capacity limit and queues still apply) and counts the bypass; 'refuse' answers UNAVAILABLE.",
+    )
+    redis_timeout_s: float = Field(1.0, gt=0, description="Longest wait for Redis in admission.")
 
     def limits_for(self, tenant: str) -> TenantLimits:
         return self.tenants.get(tenant, self.default_tenant)

@@ -14,6 +14,7 @@ Router replicas (`RouterMetrics`), per request:
     pdserve_prompt_tokens_total{route}, pdserve_completion_tokens_total{route}
     pdserve_prompt_tokens_cached_total{route}     prompt tokens decode did not compute (pulled over NIXL or cached)
     pdserve_recoveries_total{cause}               prefill retries and fallbacks, decode resumes (router/request_path.py)
+    pdserve_admission_redis_bypasses_total        requests admitted without tenant checks: Redis did not answer
 Engine replicas (`EngineMetrics`), from vLLM's per-step stats (pdserve/engine.py):
     pdserve_engine_running, pdserve_engine_waiting, pdserve_engine_kv_cache_usage{pool}       gauges
     pdserve_engine_prefix_cache_queries_total, ..._hits_total{pool}    hit rate = rate(hits) / rate(queries)
@@ -42,6 +43,7 @@ class RouterMetrics:
         self.cached_tokens = Counter("pdserve_prompt_tokens_cached_total", "Prompt tokens decode did not compute.", tag_keys=("route",))
         self.completion_tokens = Counter("pdserve_completion_tokens_total", "Tokens generated.", tag_keys=("route",))
         self.recoveries = Counter("pdserve_recoveries_total", "Accepted requests recovered, by cause.", tag_keys=("cause",))
+        self.redis_bypasses = Counter("pdserve_admission_redis_bypasses_total", "Admitted without tenant checks (Redis down).")
 
 
 class RequestClock:

@@ -11,11 +11,15 @@ In order, each refusal an `Overloaded` (RESOURCE_EXHAUSTED) raised at once, neve
 3. router capacity: `max_concurrent` requests run at once per router replica; the rest wait in
    their priority class's queue (interactive before batch), refused when that queue is full or
    after `max_queue_wait_s`.
+If Redis does not answer steps 1-2 within `redis_timeout_s`, `on_redis_error` decides: "admit"
+(the default: serving goes on under step 3's limits alone, each bypass counted) or "refuse"
+(UNAVAILABLE). A tenant slot that cannot be released expires with its lease.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from contextlib import asynccontextmanager
@@ -23,7 +27,9 @@ from typing import AsyncIterator
 
 from pdserve.config import AdmissionSpec
 from pdserve.v1 import inference_pb2
-from router.errors import Overloaded
+from router.errors import Overloaded, Unavailable
+
+logger = logging.getLogger("pdserve.admission")
 
 INTERACTIVE, BATCH = "interactive", "batch"
 PRIORITY_CLASSES = (INTERACTIVE, BATCH)  # served in this order
@@ -64,19 +70,20 @@ def priority_class(priority: int) -> str:
 
 
 class Admission:
-    def __init__(self, redis, namespace: str, spec: AdmissionSpec, lease_s: float):
+    def __init__(self, redis, namespace: str, spec: AdmissionSpec, lease_s: float, on_bypass=None):
         self._redis, self._spec, self._lease_s = redis, spec, lease_s
+        self._on_bypass = on_bypass  # called once per request admitted without the tenant checks
         self._prefix = f"{namespace}:tenant"
         self._bucket = redis.register_script(_TOKEN_BUCKET_LUA)
         self._concurrency = redis.register_script(_CONCURRENCY_LUA)
         self.running = 0
         self.queues: dict[str, deque[asyncio.Future]] = {c: deque() for c in PRIORITY_CLASSES}
+        self.redis_bypasses = 0  # requests admitted without the tenant checks (Redis did not answer)
 
     @asynccontextmanager
     async def admit(self, tenant: str, priority: int, cost_tokens: int, request_id: str) -> AsyncIterator[None]:
         tenant = tenant or "default"
-        await self._charge_rate(tenant, cost_tokens)
-        await self._take_tenant_slot(tenant, request_id)
+        holds_tenant_slot = await self._tenant_checks(tenant, cost_tokens, request_id)
         try:
             await self._take_router_slot(priority_class(priority))
             try:
@@ -84,7 +91,29 @@ class Admission:
             finally:
                 self._release_router_slot()
         finally:
-            await self._redis.zrem(f"{self._prefix}:{tenant}:running", request_id)
+            if holds_tenant_slot:
+                try:
+                    await asyncio.wait_for(self._redis.zrem(f"{self._prefix}:{tenant}:running", request_id), self._spec.redis_timeout_s)
+                except Exception as exc:  # the entry's lease ends it
+                    logger.warning("tenant slot of %s not released (%s); its lease ends it", request_id, exc)
+
+    async def _tenant_checks(self, tenant: str, cost_tokens: int, request_id: str) -> bool:
+        """Steps 1 and 2; True when a tenant slot is held (False when Redis was bypassed)."""
+        try:
+            await asyncio.wait_for(self._charge_rate(tenant, cost_tokens), self._spec.redis_timeout_s)
+            await asyncio.wait_for(self._take_tenant_slot(tenant, request_id), self._spec.redis_timeout_s)
+            return True
+        except Overloaded:
+            raise
+        except Exception as exc:  # Redis refused, timed out or went away
+            if self._spec.on_redis_error == "refuse":
+                raise Unavailable(f"admission state (Redis) unavailable: {type(exc).__name__}") from exc
+            self.redis_bypasses += 1
+            if self._on_bypass is not None:
+                self._on_bypass()
+            logger.warning("admission: Redis unavailable (%s: %s); admitting %s on router limits alone",
+                           type(exc).__name__, exc, request_id)
+            return False
 
     async def _charge_rate(self, tenant: str, cost: int) -> None:
         limits = self._spec.limits_for(tenant)

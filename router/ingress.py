@@ -28,7 +28,7 @@ from pdserve.config import ClusterConfig, SchedulingSpec
 from pdserve.metrics import RequestClock, RouterMetrics
 from pdserve.v1 import inference_pb2, inference_pb2_grpc
 from router.admission import Admission
-from router.errors import DeadlineExceeded, RequestError
+from router.errors import DeadlineExceeded, RequestError, Unavailable
 from router.openai_api import OpenAIRoutes
 from router.placement import Placement
 from router.request_path import RequestPath
@@ -61,11 +61,12 @@ class Router(OpenAIRoutes, inference_pb2_grpc.InferenceServicer):
         self.redis = aioredis.from_url(self.config.redis.url)
         self.placement = Placement.create(self.redis, self.config)
         await self.placement.start()
-        self.admission = Admission(
-            self.redis, self.config.redis.namespace, self.config.router.admission, lease_s=self.config.router.request_timeout_s
-        )
         tracing.setup_tracing(self.config, "pdserve-router")
         self.metrics = RouterMetrics()
+        self.admission = Admission(
+            self.redis, self.config.redis.namespace, self.config.router.admission, lease_s=self.config.router.request_timeout_s,
+            on_bypass=self.metrics.redis_bypasses.inc,
+        )
         self.path = RequestPath(prefill_handle, decode_handle, self.placement, self.config.router.recovery)
         self.path.recoveries.on_count = lambda cause: self.metrics.recoveries.inc(tags={"cause": cause})
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
@@ -152,6 +153,10 @@ class Router(OpenAIRoutes, inference_pb2_grpc.InferenceServicer):
             except (asyncio.CancelledError, GeneratorExit):
                 outcome = "cancelled"
                 raise
+            except Exception as exc:  # a bug or an unforeseen failure: a retryable status, never a 500 / UNKNOWN
+                outcome = "unavailable"
+                logger.exception("request %s failed unexpectedly", request.request_id or "(unnamed)")
+                raise Unavailable(f"internal error ({type(exc).__name__}); the request was not completed") from exc
             finally:
                 usage = last.usage if last is not None and last.HasField("usage") else None
                 clock.finished(time.monotonic(), outcome, usage)

@@ -117,3 +117,45 @@ def test_queue_wait_limit_refuses_instead_of_hanging(redis_url):
         return admission.running, admission.queued()
 
     assert asyncio.run(main()) == (0, {"interactive": 0, "batch": 0})
+
+
+def _unreachable_redis():
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return aioredis.from_url(f"redis://127.0.0.1:{port}/0")
+
+
+def test_redis_outage_admits_on_router_limits_alone_by_default():
+    async def main():
+        client = _unreachable_redis()
+        admission = Admission(client, "down", spec(max_concurrent=1, queue_limits={"interactive": 0, "batch": 0}), lease_s=60)
+        release, started = asyncio.Event(), []
+        first = asyncio.create_task(hold(admission, "t", "r1", release, started))
+        while not started:
+            await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded, match="queue is full"):  # the router's own capacity still holds
+            async with admission.admit("t", INTERACTIVE, 10, "r2"):
+                pass
+        release.set()
+        await first
+        await client.aclose()
+        return admission.redis_bypasses, admission.running
+
+    assert asyncio.run(main()) == (2, 0)
+
+
+def test_redis_outage_is_unavailable_when_configured_to_refuse():
+    from router.errors import Unavailable
+
+    async def main():
+        client = _unreachable_redis()
+        admission = Admission(client, "down", spec(on_redis_error="refuse"), lease_s=60)
+        with pytest.raises(Unavailable, match="Redis"):
+            async with admission.admit("t", INTERACTIVE, 10, "r1"):
+                pass
+        await client.aclose()
+
+    asyncio.run(main())

@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=None)
     gen.set_defaults(func=cmd_generate)
     load = sub.add_parser("loadgen", help="open-loop load at several rates: latency/throughput frontier (pdserve/loadgen.py)")
-    load.add_argument("--address", default="127.0.0.1:50051")
+    load.add_argument("--address", default="127.0.0.1:50051",
+                      help="host:port for pdserve's gRPC API, or http://host:port for any OpenAI-compatible server")
     load.add_argument("--rates", default="0.25,0.5,1,2", help="offered request rates, requests/s, comma-separated")
     load.add_argument("--duration", type=float, default=30, help="seconds of arrivals per rate")
     load.add_argument("--groups", type=int, default=8, help="shared system prompts")

@@ -1,8 +1,10 @@
 """Load generator: where a cluster configuration sits on the latency/throughput frontier.
 
 Open-loop load (Poisson arrivals at each offered rate, as real traffic arrives, so a slow cluster
-meets a growing queue rather than a politely waiting client) over the gRPC API, one asyncio
-process, any number of concurrent streams. Per rate it measures:
+meets a growing queue rather than a politely waiting client), one asyncio process, any number of
+concurrent streams, over pdserve's gRPC API (`--address host:port`) or any OpenAI-compatible
+server's streaming /v1/completions (`--address http://host:port`: pdserve's HTTP API, or vLLM's,
+SGLang's, Dynamo's, with the same workload). Per rate it measures:
     achieved throughput (requests/s, output tokens/s), errors by status code,
     TTFT, inter-token latency (ITL) and end-to-end latency, p50/p90/p99,
 and against an SLO (TTFT p90, ITL p90) says which rates the configuration sustains: the
@@ -10,10 +12,12 @@ highest such rate is its goodput, the point on the frontier.
 
     pdserve loadgen --address 127.0.0.1:50051 --rates 0.25,0.5,1,2 --duration 30 \\
         --slo-ttft-p90 2.0 --slo-itl-p90 0.15 [--out results.json]
+    pdserve loadgen --address http://127.0.0.1:8000 ...      (any OpenAI-compatible server)
 
 The workload is synthetic and reproducible (seeded): `--groups` tenants' system prompts shared by
 their requests (`--shared-words` words each) plus a distinct question (`--question-words`), and
-`--output-tokens` greedy tokens (stop strings off, so every request decodes the same length).
+up to `--output-tokens` greedy tokens (no stop strings; the model's end of sequence can end one
+earlier, so output tokens/s counts what was generated).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import grpc
+import httpx
 
 from pdserve.client import make_request
 from pdserve.v1 import inference_pb2_grpc
@@ -108,20 +113,79 @@ async def _one(stub, prompt: str, output_tokens: int, timeout_s: float) -> Reque
     return RequestResult(ok=True, ttft=stamps[0] - started, total=stamps[-1] - started, tokens=tokens, gaps=gaps, route=route)
 
 
+async def _one_http(client: httpx.AsyncClient, model: str, prompt: str, output_tokens: int, timeout_s: float) -> RequestResult:
+    """One streamed OpenAI /v1/completions request; a token arrival is an event carrying text."""
+    payload = {"model": model, "prompt": prompt, "max_tokens": output_tokens, "temperature": 0, "stream": True,
+               "stream_options": {"include_usage": True}}
+    started = time.perf_counter()
+    stamps, tokens = [], None
+    try:
+        async with client.stream("POST", "/v1/completions", json=payload, timeout=timeout_s) as response:
+            if response.status_code != 200:
+                return RequestResult(ok=False, code=f"HTTP_{response.status_code}")
+            route = response.headers.get("x-pdserve-route", "")
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[len("data: ") :])
+                if "error" in event:
+                    return RequestResult(ok=False, code=f"HTTP_{event['error'].get('code', 'ERROR')}")
+                if event.get("choices") and event["choices"][0].get("text"):
+                    stamps.append(time.perf_counter())
+                if event.get("usage"):
+                    tokens = event["usage"].get("completion_tokens")
+    except httpx.HTTPError as exc:
+        return RequestResult(ok=False, code=type(exc).__name__)
+    if not stamps:
+        return RequestResult(ok=False, code="EMPTY")
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    return RequestResult(ok=True, ttft=stamps[0] - started, total=stamps[-1] - started,
+                         tokens=tokens if tokens is not None else len(stamps), gaps=gaps, route=route)
+
+
+class _Sender:
+    """Sends one request over the API the address names: gRPC (host:port) or OpenAI HTTP (http://...)."""
+
+    def __init__(self, address: str, timeout_s: float):
+        self.address, self.timeout_s = address, timeout_s
+        self.http = address.startswith(("http://", "https://"))
+
+    async def __aenter__(self):
+        if self.http:
+            self._client = httpx.AsyncClient(base_url=self.address, timeout=self.timeout_s,
+                                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+            models = (await self._client.get("/v1/models")).json()["data"]
+            self._model = models[0]["id"]
+        else:
+            self._channel = grpc.aio.insecure_channel(self.address)
+            self._stub = inference_pb2_grpc.InferenceStub(self._channel)
+        return self
+
+    async def __aexit__(self, *exc):
+        if self.http:
+            await self._client.aclose()
+        else:
+            await self._channel.close()
+
+    def send(self, prompt: str, output_tokens: int):
+        if self.http:
+            return _one_http(self._client, self._model, prompt, output_tokens, self.timeout_s)
+        return _one(self._stub, prompt, output_tokens, self.timeout_s)
+
+
 async def run_rate(address: str, workload: Workload, rate: float, duration_s: float, timeout_s: float = 300.0) -> RateResult:
     """Poisson arrivals at `rate` requests/s for `duration_s`, then wait for every request to end."""
     count = max(1, round(rate * duration_s))
     prompts = workload.prompts(count)
     rng = random.Random(workload.seed + int(rate * 1000))
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = inference_pb2_grpc.InferenceStub(channel)
+    async with _Sender(address, timeout_s) as sender:
         started = time.perf_counter()
         tasks = []
         next_at = started
         for prompt in prompts:
             next_at += rng.expovariate(rate)
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-            tasks.append(asyncio.create_task(_one(stub, prompt, workload.output_tokens, timeout_s)))
+            tasks.append(asyncio.create_task(sender.send(prompt, workload.output_tokens)))
         results = await asyncio.gather(*tasks)
         wall = time.perf_counter() - started
     done = [r for r in results if r.ok]

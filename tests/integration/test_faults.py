@@ -117,9 +117,8 @@ def test_prefill_replica_killed_mid_prefill_falls_back_to_decode(client, cluster
     assert after["prefill_fallbacks"] == before["prefill_fallbacks"] + 1
     assert _wait_gone(engine) == [], "the killed replica's engine processes outlived it"
 
+    replacement = _wait_for_replacement(cluster, "prefill", victim["replica"])
     helpers.wait_until_serving(client)
-    replacement = _only_replica(cluster, "prefill")
-    assert replacement["replica"] != victim["replica"]
     _wait_for_load_report(router, "prefill", replacement["replica"])
     ids, route, _ = helpers.route(client, helpers.greedy(PROMPTS[-1], request_id="after-prefill-kill"))
     assert (ids, route) == (reference_tokens[-1], "disaggregated")
@@ -150,9 +149,25 @@ def test_decode_replica_killed_mid_stream_resumes_on_its_replacement(client, clu
     assert after["by_cause"].get("decode_replica_lost", 0) == before["by_cause"].get("decode_replica_lost", 0) + 1
     assert _wait_gone(engine) == [], "the killed replica's engine processes outlived it"
 
+    _wait_for_replacement(cluster, "decode", victim["replica"])
     helpers.wait_until_serving(client)
-    assert _only_replica(cluster, "decode")["replica"] != victim["replica"]
     assert helpers.wait_until_no_kv_blocks_held(cluster) == {"prefill": True, "decode": True}
+
+
+def _wait_for_replacement(cluster, pool: str, victim: str, timeout_s: float = 240.0) -> dict:
+    """The pool's replica once it is no longer `victim`. Serve may still list the killed replica
+    for a moment (so health can read SERVING right after the kill), and calls may reach it."""
+    deadline, answers = time.monotonic() + timeout_s, 0
+    while True:
+        try:
+            figures = helpers.handle(cluster, pool).figures.remote().result(timeout_s=10)
+            answers = answers + 1 if figures["replica"] != victim else 0
+            if answers == 3:  # three calls in a row reached the replacement: Serve has dropped the victim
+                return figures
+        except Exception:  # the dead replica was asked, or no replica is assigned yet
+            answers = 0
+        assert time.monotonic() < deadline, f"no replacement for {victim} after {timeout_s:g} s"
+        time.sleep(0.5)
 
 
 def _wait_for_load_report(router, pool: str, replica: str, timeout_s: float = 30.0) -> None:

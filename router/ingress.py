@@ -126,17 +126,20 @@ class Router(OpenAIRoutes, inference_pb2_grpc.InferenceServicer):
                                      "pdserve.priority": priority, "pdserve.prompt_tokens": len(validated.prompt_token_ids),
                                      "pdserve.max_tokens": validated.sampling.max_tokens})
                 cost = len(validated.prompt_token_ids) + validated.sampling.max_tokens
-                deadline = time.monotonic() + self.config.router.request_timeout_s
+                deadline = asyncio.get_running_loop().time() + self.config.router.request_timeout_s
                 async with self.admission.admit(validated.tenant, validated.priority, cost, validated.request_id):
                     clock.admitted(time.monotonic(), priority)
                     responses = self.path.generate(validated)
                     try:
                         while True:
                             try:
-                                response = await asyncio.wait_for(anext(responses), deadline - time.monotonic())
+                                # The deadline guards each step, not the yield: the caller's write
+                                # must not be cancelled. (No task per token, unlike wait_for.)
+                                async with asyncio.timeout_at(deadline):
+                                    response = await anext(responses)
                             except StopAsyncIteration:
                                 break
-                            except asyncio.TimeoutError:
+                            except TimeoutError:
                                 raise DeadlineExceeded(
                                     f"request {validated.request_id} ran past router.request_timeout_s "
                                     f"({self.config.router.request_timeout_s:g} s) and was cancelled"
@@ -172,14 +175,13 @@ class Router(OpenAIRoutes, inference_pb2_grpc.InferenceServicer):
     # --- steps ----------------------------------------------------------------------------------
 
     def _validate(self, request: inference_pb2.GenerateRequest, fill_max_tokens: bool = False) -> ValidatedRequest:
-        if fill_max_tokens and request.max_tokens == 0:
-            request.max_tokens = self.limits.max_output_tokens  # capped to the context below, once the prompt is tokenized
-            check_request(request, self.limits)
-            token_ids = self.tokenizer.encode(request)
+        filling = fill_max_tokens and request.max_tokens == 0
+        if filling:
+            request.max_tokens = self.limits.max_output_tokens  # capped to the context once the prompt is tokenized
+        check_request(request, self.limits)
+        token_ids = self.tokenizer.encode(request)
+        if filling:
             request.max_tokens = max(1, min(request.max_tokens, self.limits.max_model_len - len(token_ids)))
-        else:
-            check_request(request, self.limits)
-            token_ids = self.tokenizer.encode(request)
         check_prompt_length(len(token_ids), request.max_tokens, self.limits)
         return ValidatedRequest(
             request_id=request_id_for(request),
